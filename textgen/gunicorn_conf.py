@@ -1,0 +1,57 @@
+"""gunicorn settings and hooks for textgen (module names are gunicorn settings).
+
+Read in the master process, so it imports only ``textgen.settings``: no torch, and never a CUDA
+call (a CUDA context made before fork breaks every worker). Each worker starts loading its own
+model in ``post_worker_init``, after the fork.
+"""
+
+import os
+from pathlib import Path
+
+from textgen.settings import Settings
+
+_settings = Settings.from_env()
+
+
+def _gpu_count() -> int:
+    """GPUs this container may use, counted without touching CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+bind = f"0.0.0.0:{_settings.port}"
+# A model per worker: one per GPU, or one on CPU (a second CPU copy would only split the cores).
+workers = _settings.workers or max(1, _gpu_count())
+# Threads keep /ping answering while generation runs, and let concurrent requests reach the model.
+worker_class = "gthread"
+threads = _settings.threads
+# The worker heartbeat runs beside loading and generation, so this only has to outlast a stall.
+timeout = _settings.timeout
+graceful_timeout = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
+keepalive = 75  # longer than the idle timeout of SageMaker's front end, so it closes first
+preload_app = False  # never import the model stack in the master
+loglevel = _settings.log_level
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "textgen": {"level": _settings.log_level.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.error": {"level": _settings.log_level.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
+
+
+def post_worker_init(worker):
+    """Start this worker's model loading in the background; /ping answers 503 until it is ready."""
+    holder = worker.wsgi.extensions["textgen"]
+    holder.start(worker_index=worker.age - 1, worker_count=worker.cfg.workers)
