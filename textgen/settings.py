@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 # textgen's own variables
 MODEL = "TEXTGEN_MODEL"
@@ -37,6 +38,16 @@ SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # SageMaker's numeric log levels (Python logging numbers) and names both work.
 LOG_LEVELS = {"10": "debug", "20": "info", "30": "warning", "40": "error", "50": "critical"}
+
+
+def gpu_count(env: Mapping[str, str] | None = None) -> int:
+    """GPUs this process may use, counted without touching CUDA (safe in gunicorn's master)."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
 class SettingsError(ValueError):
@@ -123,6 +134,19 @@ class Settings:
     batch_wait_ms: float = 5.0
     max_batch_rows: int = 32
     max_queue: int = 256
+
+    @property
+    def worker_count(self) -> int:
+        """gunicorn workers: SAGEMAKER_MODEL_SERVER_WORKERS, else one per GPU, else 1 (one model copy per CPU)."""
+        return self.workers or max(1, gpu_count())
+
+    @property
+    def concurrent_transforms(self) -> int:
+        """Requests worth sending at once: enough to fill each worker's batches, at most its threads."""
+        if self.max_concurrent_transforms:
+            return self.max_concurrent_transforms
+        per_worker = max(1, self.max_batch_rows // 3) if self.batching else 1
+        return self.worker_count * min(self.threads, per_worker)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

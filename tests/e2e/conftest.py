@@ -17,6 +17,7 @@ import requests
 from tests.conftest import build_tiny_gpt2
 
 REPO = Path(__file__).resolve().parents[2]
+README_EXAMPLE = {"input": "This is an input text"}
 
 
 def free_port() -> int:
@@ -83,6 +84,18 @@ class LiveServer:
 def long_model_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 with a 1024-token window, so one request can run long."""
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2-long"), n_positions=1024)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory, long_model_dir):
+    """One server on the tiny GPT-2 for the whole run (its /ping history starts at boot)."""
+    tmp = tmp_path_factory.mktemp("server")
+    live = LiveServer(
+        env={"TEXTGEN_MODEL": str(long_model_dir), "TEXTGEN_CACHE_DIR": str(tmp / "cache")},
+        log_path=tmp / "server.log",
+    ).start()
+    yield live
+    live.stop()
 
 
 @pytest.fixture

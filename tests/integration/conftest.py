@@ -10,10 +10,20 @@ from textgen.schemas import parse_request
 from textgen.settings import Settings
 
 
+def single_threaded() -> None:
+    """Use one torch thread: the tiny model's tensors are too small to gain from intra-op threads, and
+    on a busy CI machine their spin-waits make each decoding step ten times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def holder(tiny_model_dir, tmp_path_factory) -> ModelHolder:
     cache = tmp_path_factory.mktemp("textgen-cache")
-    return ModelHolder(Settings(model=str(tiny_model_dir), cache_dir=str(cache), dtype="float32")).load()
+    loaded = ModelHolder(Settings(model=str(tiny_model_dir), cache_dir=str(cache), dtype="float32")).load()
+    single_threaded()  # load() set threads = cores / workers
+    return loaded
 
 
 @pytest.fixture(scope="module")

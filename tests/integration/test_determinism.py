@@ -10,7 +10,7 @@ SAMPLING = ["sample-top-p", "sample-top-k", "sample"]
 
 
 def post(client, payload: dict):
-    response = client.post("/invocations", json={"input": "Hello", "max_new_tokens": 20, **payload})
+    response = client.post("/invocations", json={"input": "Hello", "max_new_tokens": 10, **payload})
     assert response.status_code == 200, response.get_json()
     return response
 
@@ -74,7 +74,7 @@ def test_seed_does_not_leak_into_the_next_request(client):
 
 
 def test_holder_result_equals_http_result(client, generate):
-    payload = {"mode": "sample-top-k", "seed": 31, "max_new_tokens": 20}
+    payload = {"mode": "sample-top-k", "seed": 31, "max_new_tokens": 10}
     assert generate(payload).texts == post(client, payload).get_json()
 
 

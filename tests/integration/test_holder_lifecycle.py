@@ -11,6 +11,13 @@ from textgen.schemas import parse_request
 from textgen.settings import Settings
 
 
+def single_threaded() -> None:
+    """As the module holder does (see conftest.py): load() sets torch threads, the tiny model wants one."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def test_loaded_holder_is_ready(holder, tiny_model_dir):
     assert holder.state == "ready"
     assert holder.detail == "ready"
@@ -68,8 +75,31 @@ def test_started_holder_goes_from_loading_to_ready(tiny_model_dir, tmp_path):
     assert fresh.state == "loading"
     assert client.get("/ping").status_code == 503
     fresh.start().join(timeout=120)
+    single_threaded()
     assert fresh.state == "ready"
     assert client.get("/ping").status_code == 200
     response = client.post("/invocations", json={"input": "Hello", "mode": "greedy", "max_new_tokens": 3})
     assert response.status_code == 200
     assert response.get_json()[0].startswith("Hello")
+
+
+def test_another_holder_reproduces_a_seeded_result(holder, tiny_model_dir, tmp_path):
+    """Same model, same seed, same hardware: whichever worker's holder serves it, the same list comes back."""
+    other = ModelHolder(Settings(model=str(tiny_model_dir), cache_dir=str(tmp_path), dtype="float32")).load()
+    single_threaded()
+    request = parse_request({"input": "Hello", "mode": "sample", "seed": 2024, "max_new_tokens": 10})
+    assert other.generate(request).texts == holder.generate(request).texts
+
+
+def test_auto_dtype_on_cpu_is_measured_once_and_reused(tiny_model_dir, tmp_path):
+    settings = Settings(model=str(tiny_model_dir), cache_dir=str(tmp_path), dtype="auto")
+    first = ModelHolder(settings).load()
+    assert str(first.dtype) in ("torch.float32", "torch.bfloat16")
+    measured = list(tmp_path.glob("dtype-*.json"))
+    assert len(measured) == 1
+    second = ModelHolder(settings).load()
+    single_threaded()
+    assert second.dtype == first.dtype
+    assert list(tmp_path.glob("dtype-*.json")) == measured
+    request = parse_request({"input": "Hello", "mode": "greedy", "max_new_tokens": 4})
+    assert second.generate(request).texts[0].startswith("Hello")

@@ -128,7 +128,9 @@ def test_validation_error_names_field_rule_and_value(client):
 # ---- 404 / 405 / 413 / 415 -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/"), ("GET", "/nope"), ("POST", "/invocation"), ("GET", "/ping/")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/"), ("GET", "/nope"), ("POST", "/invocation"), ("GET", "/ping/")]
+)
 def test_unknown_path_is_404_json(client, method, path):
     data = assert_error_shape(client.open(path, method=method), 404)
     assert data["error"] == "not_found"
@@ -137,7 +139,12 @@ def test_unknown_path_is_404_json(client, method, path):
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("GET", "/invocations", "POST"), ("PUT", "/invocations", "POST"), ("POST", "/ping", "GET"), ("DELETE", "/ping", "GET")],
+    [
+        ("GET", "/invocations", "POST"),
+        ("PUT", "/invocations", "POST"),
+        ("POST", "/ping", "GET"),
+        ("DELETE", "/ping", "GET"),
+    ],
 )
 def test_wrong_method_is_405_json_with_allow(client, method, path, allowed):
     response = client.open(path, method=method)

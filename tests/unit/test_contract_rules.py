@@ -100,7 +100,9 @@ RULES = [
     case(body(num_beams=0), "num_beams", "must be in 1..16, got 0", "num_beams-zero"),
     case(body(num_beams=17), "num_beams", "must be in 1..16, got 17", "num_beams-over-default-limit"),
     case(body(num_beams=2.5), "num_beams", "must be a JSON integer", "num_beams-float"),
-    case(body(num_beams=5), "num_beams", "must be in 1..4, got 5", "num_beams-over-custom-limit", Settings(max_beams=4)),
+    case(
+        body(num_beams=5), "num_beams", "must be in 1..4, got 5", "num_beams-over-custom-limit", Settings(max_beams=4)
+    ),
     # no_repeat_ngram_size
     case(body(no_repeat_ngram_size=-1), "no_repeat_ngram_size", ">= 0", "no_repeat_ngram_size-negative"),
     case(body(no_repeat_ngram_size=True), "no_repeat_ngram_size", "JSON integer", "no_repeat_ngram_size-bool"),
@@ -114,7 +116,9 @@ RULES = [
         "nrs-over-custom-limit",
         Settings(max_return_sequences=4),
     ),
-    case(body(mode="greedy", num_return_sequences=3), "num_return_sequences", "greedy yields one sequence", "nrs-greedy"),
+    case(
+        body(mode="greedy", num_return_sequences=3), "num_return_sequences", "greedy yields one sequence", "nrs-greedy"
+    ),
     case(
         body(mode="beam", num_beams=3, num_return_sequences=4),
         "num_return_sequences",
@@ -278,3 +282,20 @@ def test_a_wire_level_lone_surrogate_is_refused(client):
     response = client.post("/invocations", data=raw, content_type="application/json")
     assert response.status_code == 400
     assert "input" in response.get_json()["fields"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "bounds"),
+    [
+        ("max_length", 2**31, ("1024",)),
+        ("max_length", 2**40, ("1024",)),
+        ("max_new_tokens", 2**31, ("1024", "2147483647")),
+    ],
+)
+def test_too_large_lengths_name_the_upper_bound(client, field, value, bounds):
+    """A value that is >= 1 but too large must not be told "must be >= 1"; the message gives the upper bound."""
+    response = client.post("/invocations", json=body(**{field: value}))
+    assert response.status_code == 400
+    message = " ".join(response.get_json()["fields"][field])
+    assert str(value) in message
+    assert any(bound in message for bound in bounds), message
