@@ -136,8 +136,9 @@ class GenerationSchema(Schema):
 
     input = Text(required=True, validate=_check(lambda v: v != "", "a non-empty string"), error_messages=_NULL)
     mode = Text(validate=_check(lambda v: v in MODES, f"one of {', '.join(MODES)}"), error_messages=_NULL)
-    max_length = StrictInteger(validate=_check(lambda v: 1 <= v <= INT_MAX, ">= 1"), error_messages=_NULL)
-    max_new_tokens = StrictInteger(validate=_check(lambda v: 1 <= v <= INT_MAX, ">= 1"), error_messages=_NULL)
+    # Upper bounds depend on the server's limits and the prompt: checked below and by the model holder.
+    max_length = StrictInteger(validate=_check(lambda v: v >= 1, ">= 1"), error_messages=_NULL)
+    max_new_tokens = StrictInteger(validate=_check(lambda v: v >= 1, ">= 1"), error_messages=_NULL)
     top_p = StrictNumber(validate=_check(lambda v: 0 < v <= 1, "> 0 and <= 1"), error_messages=_NULL)
     top_k = StrictInteger(validate=_check(lambda v: 0 <= v <= INT_MAX, f">= 0 and <= {INT_MAX} (0 turns top-k off)"), error_messages=_NULL)
     temperature = StrictNumber(validate=_check(lambda v: v > 0, "> 0"), error_messages=_NULL)
@@ -164,7 +165,13 @@ class GenerationSchema(Schema):
             errors["max_new_tokens"] = ["give either max_length or max_new_tokens, not both"]
         if "max_length" in data and data["max_length"] > limits.max_total_tokens:
             errors["max_length"] = [
-                f"must be at most {limits.max_total_tokens} (server limit on total tokens), got {data['max_length']}"
+                f"must be at most {limits.max_total_tokens} (server limit on total tokens, prompt included), "
+                f"got {data['max_length']}"
+            ]
+        if "max_new_tokens" in data and data["max_new_tokens"] >= limits.max_total_tokens:
+            errors["max_new_tokens"] = [
+                f"must be in 1..{limits.max_total_tokens - 1} (prompt + new tokens <= {limits.max_total_tokens}, "
+                f"the server limit), got {data['max_new_tokens']}"
             ]
         if mode == "sample-top-k" and data.get("top_k") == 0:
             errors["top_k"] = ["must be >= 1 in sample-top-k mode (0 would turn top-k off), got 0"]
