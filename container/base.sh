@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the local base image (default localhost/debian:bookworm) for podman builds on a machine
 # that cannot pull images: debootstrap --variant=minbase of Debian bookworm with Python 3.11
-# (python3, python3-venv) and CA certificates, packed as $CONTAINER_CACHE_DIR/base.tar and
-# imported with `podman import`.
+# (python3, python3-venv) and CA certificates, packed as $CONTAINER_CACHE_DIR/base-NAME.tar and
+# imported with `podman import`. BASE_PACKAGES and BASE_IMAGE_LOCAL change the package set and name.
 #
 # The Debian mirror is read from this host's apt sources (override with BASE_MIRROR=URL).
 # Skips everything when the image already exists with the same package set; re-imports from the
@@ -16,8 +16,12 @@ require_setup
 
 BASE_PACKAGES="${BASE_PACKAGES:-python3,python3-venv,ca-certificates}"
 spec="debootstrap minbase ${BASE_SUITE} +${BASE_PACKAGES}"
+# Without python3 in the base (BASE_PACKAGES=ca-certificates), the Dockerfile installs it with apt:
+# that is how its fallback for Python-less base images is exercised here.
+case ",$BASE_PACKAGES," in *,python3-venv,*) with_python=1 ;; *) with_python=0 ;; esac
 label=org.textgen.base-spec
-tarball="$CONTAINER_CACHE_DIR/base.tar"
+# One cached tarball per base image name (e.g. base-debian-bookworm.tar).
+tarball="$CONTAINER_CACHE_DIR/base-$(printf '%s' "${BASE_IMAGE_LOCAL#localhost/}" | tr -c 'A-Za-z0-9._\n-' '-').tar"
 stamp="$tarball.spec"
 
 image_spec() {
@@ -78,8 +82,10 @@ if [ "${FORCE_BASE:-0}" = 1 ] || [ ! -s "$tarball" ] || [ "$(cat "$stamp" 2>/dev
         tail -n 40 "$rootfs/debootstrap/debootstrap.log" >&2 2>/dev/null || true
         die "debootstrap failed (full log: $CONTAINER_CACHE_DIR/debootstrap.log)"
     }
-    chroot "$rootfs" python3 -c 'import ensurepip, venv, sys; assert sys.version_info[:2] >= (3, 11), sys.version' \
-        || die "the debootstrapped rootfs has no usable python3 with venv/ensurepip"
+    if [ "$with_python" = 1 ]; then
+        chroot "$rootfs" python3 -c 'import ensurepip, venv, sys; assert sys.version_info[:2] >= (3, 11), sys.version' \
+            || die "the debootstrapped rootfs has no usable python3 (>= 3.11) with venv/ensurepip"
+    fi
     # No package caches or lists in the image.
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
         "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log "$rootfs"/debootstrap
@@ -100,6 +106,10 @@ podman import \
     --change 'CMD ["/bin/bash"]' \
     "$tarball" "$BASE_IMAGE_LOCAL" >/dev/null || die "podman import $tarball failed"
 [ "$(image_spec)" = "$spec" ] || die "imported $BASE_IMAGE_LOCAL does not carry label $label=\"$spec\""
-podman run --rm --network host "$BASE_IMAGE_LOCAL" python3 -c 'import sys, venv; print("python", sys.version.split()[0])' \
-    || die "the base image $BASE_IMAGE_LOCAL cannot run python3"
+if [ "$with_python" = 1 ]; then
+    podman run --rm --network host "$BASE_IMAGE_LOCAL" python3 -c 'import sys, venv; print("base python", sys.version.split()[0])' \
+        || die "the base image $BASE_IMAGE_LOCAL cannot run python3"
+else
+    podman run --rm --network host "$BASE_IMAGE_LOCAL" true || die "the base image $BASE_IMAGE_LOCAL cannot run a command"
+fi
 log "base image $BASE_IMAGE_LOCAL imported in $(elapsed "$t0") s"

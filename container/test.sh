@@ -9,7 +9,8 @@
 # Environment:
 #   IMAGE          image to test (default localhost/textgen:local; build it with container/build.sh)
 #   MODEL_DIR      model folder mounted at /opt/ml/model (default .model/smollm2-135m-instruct;
-#                  `make model` makes it)
+#                  `make model` makes it), or `none` to mount nothing: the image must then bring its
+#                  own model (built with BAKE_MODEL=1)
 #   PORT           host port to use (default: a free one)
 #   START_TIMEOUT  seconds allowed for /ping to answer 200 (default 300)
 set -euo pipefail
@@ -22,8 +23,15 @@ require_setup
 MODEL_DIR="${MODEL_DIR:-$REPO_ROOT/.model/smollm2-135m-instruct}"
 START_TIMEOUT="${START_TIMEOUT:-300}"
 STOP_TIMEOUT=30
-[ -f "$MODEL_DIR/config.json" ] || die "no model folder at $MODEL_DIR (run 'make model' or set MODEL_DIR)"
-MODEL_DIR="$(cd "$MODEL_DIR" && pwd)"
+mount=()
+if [ "$MODEL_DIR" = none ]; then
+    model_desc="no model mounted (the image's own)"
+else
+    [ -f "$MODEL_DIR/config.json" ] || die "no model folder at $MODEL_DIR (run 'make model' or set MODEL_DIR)"
+    MODEL_DIR="$(cd "$MODEL_DIR" && pwd)"
+    mount=(-v "$MODEL_DIR:/opt/ml/model:ro")
+    model_desc="$MODEL_DIR at /opt/ml/model"
+fi
 podman image exists "$IMAGE" || die "image $IMAGE does not exist: run container/build.sh first"
 command -v curl >/dev/null || die "curl is missing: run container/setup.sh"
 
@@ -34,18 +42,18 @@ fi
 URL="http://127.0.0.1:$PORT"
 NAME="textgen-test-$$"
 work="$(mktemp -d "$TMPDIR/test.XXXXXX")"
-cid=""
 passed=0
 
 cleanup() {
     local rc=$?
-    if [ -n "$cid" ]; then
-        podman logs "$cid" >"$CONTAINER_CACHE_DIR/test-container.log" 2>&1 || true
+    # By name: a container that `podman run` created but could not start has no id here.
+    if podman container exists "$NAME" 2>/dev/null; then
+        podman logs "$NAME" >"$CONTAINER_CACHE_DIR/test-container.log" 2>&1 || true
         if [ "$rc" != 0 ]; then
             log "container log without /ping access lines (last 80; all: $CONTAINER_CACHE_DIR/test-container.log):"
             grep -v '"GET /ping ' "$CONTAINER_CACHE_DIR/test-container.log" | tail -n 80 >&2 || true
         fi
-        podman rm --force --time 0 "$cid" >/dev/null 2>&1 || log "WARNING: could not remove container $cid"
+        podman rm --force --time 0 "$NAME" >/dev/null 2>&1 || { log "ERROR: could not remove container $NAME"; rc=1; }
     fi
     rm -rf "$work"
     if [ "$rc" = 0 ]; then log "all $passed container checks passed"; else log "FAILED (exit $rc)"; fi
@@ -71,17 +79,21 @@ header() { # NAME: value of response header NAME in $work/headers (lower-cased n
 }
 
 # --- start ----------------------------------------------------------------------------------
-log "starting $IMAGE on port $PORT with $MODEL_DIR at /opt/ml/model"
+log "starting $IMAGE on port $PORT with $model_desc"
 t_start="$(now)"
 cid="$(podman run --detach --name "$NAME" --network host \
     -e "SAGEMAKER_BIND_TO_PORT=$PORT" \
-    -v "$MODEL_DIR:/opt/ml/model:ro" \
+    "${mount[@]}" \
     "$IMAGE" serve)" || die "podman run failed"
 
 deadline=$(($(date +%s) + START_TIMEOUT))
 while :; do
-    code="$(curl --silent --max-time 2 -o /dev/null -w '%{http_code}' "$URL/ping" || true)"
+    code="$(curl --silent --max-time 2 -o "$work/ping" -w '%{http_code}' "$URL/ping" || true)"
     [ "$code" = 200 ] && break
+    # The server stays up and answers 503 when loading failed: no point waiting for the deadline.
+    if [ "$code" = 503 ] && grep -qi 'failed' "$work/ping"; then
+        fail "/ping answered 503: $(head -c 400 "$work/ping")"
+    fi
     running="$(podman inspect --format '{{.State.Running}}' "$cid")" || die "podman inspect $cid failed"
     if [ "$running" != true ]; then
         fail "container exited before /ping answered 200 (exit code $(podman inspect --format '{{.State.ExitCode}}' "$cid"))"

@@ -25,9 +25,10 @@ def create_app(settings: Settings | None = None, generator=None) -> Flask:
         max_total_tokens=settings.max_total_tokens,
     )
     if generator is None:
+        from .batching import BatchingEngine
         from .model import ModelHolder
 
-        generator = ModelHolder(settings)
+        generator = BatchingEngine(ModelHolder(settings), settings)
     app.extensions["textgen"] = generator
     errors.init_app(app)
     app.register_blueprint(api.bp)

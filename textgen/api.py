@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 import uuid
 
@@ -122,7 +123,7 @@ def invocations() -> Response:
             f"(or {JSONLINES[0]} for one request per line)"
         )
     generation = _parse(decode_json(request.get_data(cache=False)))
-    result = _ready_generator().generate(generation)
+    result = _ready_generator().generate(generation, gone=_client_gone_probe())
     _log_done(generation, result)
     if answer_as in JSONLINES:
         response = Response(json.dumps(result.texts) + "\n", mimetype=answer_as)
@@ -180,23 +181,19 @@ def _jsonlines(answer_as: str) -> Response:
     if not records:
         raise ApiError('request body has no JSON lines; send one JSON object per line such as {"input": "Hello"}')
     generator = _ready_generator()
+    gone = _client_gone_probe()
     outputs, seeds = [], []
-    for number, line in records:
-        try:
-            generation = _parse(decode_json(line))
-            result = generator.generate(generation)
-            _log_done(generation, result)
-            outputs.append(result.texts)
-            seeds.append(str(result.seed))
-        except ModelNotReady:
-            raise
-        except ApiError as exc:
-            outputs.append({**error_body(exc.status, exc.error, exc.message, exc.fields), "line": number})
+    for number, result in _generate_records(generator, records, gone):
+        if isinstance(result, ApiError):
+            outputs.append({**error_body(result.status, result.error, result.message, result.fields), "line": number})
             seeds.append("-")
-        except Exception:  # one broken record must not lose the others
-            log.exception("unhandled error on JSON line %d", number)
+        elif isinstance(result, Exception):  # one broken record must not lose the others
+            log.error("unhandled error on JSON line %d", number, exc_info=result)
             outputs.append({**INTERNAL_ERROR, "line": number})
             seeds.append("-")
+        else:
+            outputs.append(result.texts)
+            seeds.append(str(result.seed))
     if answer_as == JSON:
         response = jsonify(outputs)
     else:
@@ -204,6 +201,55 @@ def _jsonlines(answer_as: str) -> Response:
         response = Response(lines, mimetype=answer_as or JSONLINES[0])
     response.headers["X-Textgen-Seed"] = ",".join(seeds)
     return response
+
+
+def _generate_records(generator, records, gone):
+    """Yield (line number, result or exception) in order. With a batching engine, the records are
+    queued a window at a time so they share batches, leaving queue room for other callers."""
+    submit = getattr(generator, "submit", None)
+    if submit is None:
+        for number, line in records:
+            yield number, _generate_one(lambda g: generator.generate(g, gone=gone), line)
+        return
+    window = max(1, current_app.config["TEXTGEN_SETTINGS"].max_batch_rows)
+    for start in range(0, len(records), window):
+        chunk = [(number, _generate_one(submit, line)) for number, line in records[start:start + window]]
+        for number, job in chunk:
+            if isinstance(job, Exception):
+                yield number, job
+            else:
+                yield number, _generate_one(lambda _, job=job: generator.wait(job, gone=gone), job.request, parsed=True)
+
+
+def _generate_one(call, line, parsed: bool = False):
+    """``call(request)`` for one JSON line; an error is returned, not raised (ModelNotReady is raised)."""
+    try:
+        generation = line if parsed else _parse(decode_json(line))
+        result = call(generation)
+        if hasattr(result, "texts"):
+            _log_done(generation, result)
+        return result
+    except ModelNotReady:
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _client_gone_probe():
+    """A check that the caller closed its connection (peeks the socket without consuming data)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    return gone
 
 
 def _parse(payload):

@@ -20,6 +20,7 @@ _HTTP_ERROR_NAMES = {
     429: "too_many_requests",
     500: "internal",
     503: "unavailable",
+    504: "timeout",
 }
 
 
@@ -64,6 +65,11 @@ class ModelNotReady(ApiError):
 class Overloaded(ApiError):
     status = 429
     error = "too_many_requests"
+
+
+class GenerationTimeout(ApiError):
+    status = 504
+    error = "timeout"
 
 
 class GenerationFailed(ApiError):

@@ -16,6 +16,7 @@ import secrets
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +48,9 @@ class Generator(Protocol):
     state: str
     detail: str
 
-    def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    def generate(self, request: GenerationRequest, gone: Callable[[], bool] | None = None) -> GenerationResult:
+        """Generate for ``request``; ``gone()`` tells whether the caller has left (to cancel)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -237,35 +240,37 @@ class ModelHolder:
                     f"(prompt + new tokens <= {limit}: {why}), got {request.max_new_tokens}"
                 ]})
             return request.max_new_tokens
-        if not prompt_tokens < request.max_length <= limit:
+        max_length = request.max_length
+        if "max_length" not in request.given:  # the default 100 never exceeds a smaller window
+            max_length = min(max_length, limit)
+        if not prompt_tokens < max_length <= limit:
             raise ValidationFailed({"max_length": [
                 f"counts the prompt's {prompt_tokens} tokens too, so it must be in {prompt_tokens + 1}..{limit} "
-                f"({why}), got {request.max_length}"
+                f"({why}), got {max_length}{'' if 'max_length' in request.given else ' (the default)'}; "
+                "or give max_new_tokens"
             ]})
-        return request.max_length - prompt_tokens
+        return max_length - prompt_tokens
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Generate for one request; raises ModelNotReady, ValidationFailed."""
+    def generate(self, request: GenerationRequest, gone=None) -> GenerationResult:
+        """Generate for one request, alone (one generate() call); raises ModelNotReady, ValidationFailed."""
         if self.state != READY:
             raise ModelNotReady(self.detail)
         return self._generate(request)
 
     def _generate(self, request: GenerationRequest) -> GenerationResult:
-        import torch
+        from .generation import Job, run_jobs
 
-        seed = request.seed if request.seed is not None else secrets.randbits(32)
+        seeded = request.seed is not None
         with self._lock:
             ids, new_tokens = self.encode(request)
-            input_ids = torch.tensor([ids], device=self.device)
-            config = self.generation_config(request, new_tokens)
-            torch.manual_seed(seed)
-            with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config
-                )
-            rows = output[:, len(ids):].tolist()
-            texts = [request.input + decode_continuation(self.tokenizer, row) for row in rows]
-        return GenerationResult(texts, seed, len(ids), [_count_new(row, self.tokenizer) for row in rows])
+            job = Job(request, ids, new_tokens, request.seed if seeded else secrets.randbits(32), seeded)
+            [rows] = run_jobs(self, [job])
+            return self.result(job, rows)
+
+    def result(self, job, rows: list[list[int]]) -> GenerationResult:
+        """The answer for ``job``: its exact input followed by each row's decoded new tokens."""
+        texts = [job.request.input + decode_continuation(self.tokenizer, row) for row in rows]
+        return GenerationResult(texts, job.seed, len(job.ids), [len(row) for row in rows])
 
     def generation_config(self, request: GenerationRequest, new_tokens: int):
         """A complete GenerationConfig for ``request``: the mode's kwargs and nothing from the model's defaults."""
@@ -279,15 +284,6 @@ class ModelHolder:
             eos_token_id=tok.eos_token_id,
             bos_token_id=tok.bos_token_id,
         )
-
-
-def _count_new(row: list[int], tokenizer) -> int:
-    """New tokens in one output row, not counting the padding after an early stop."""
-    pad = tokenizer.pad_token_id
-    count = len(row)
-    while count and row[count - 1] == pad:
-        count -= 1
-    return count
 
 
 def _context_window(config) -> int:

@@ -24,6 +24,7 @@ BATCHING = "TEXTGEN_BATCHING"
 BATCH_WAIT_MS = "TEXTGEN_BATCH_WAIT_MS"
 MAX_BATCH_ROWS = "TEXTGEN_MAX_BATCH_ROWS"
 MAX_QUEUE = "TEXTGEN_MAX_QUEUE"
+REQUEST_TIMEOUT = "TEXTGEN_REQUEST_TIMEOUT"
 
 # SageMaker's variables
 BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
@@ -133,7 +134,8 @@ class Settings:
     batching: bool = True
     batch_wait_ms: float = 5.0
     max_batch_rows: int = 32
-    max_queue: int = 256
+    max_queue: int = 64
+    request_timeout: float = 0.0  # seconds; 0: no deadline
 
     @property
     def worker_count(self) -> int:
@@ -178,5 +180,6 @@ class Settings:
             batching=_bool(env, BATCHING, True),
             batch_wait_ms=_float(env, BATCH_WAIT_MS, 5.0, 0.0),
             max_batch_rows=_int(env, MAX_BATCH_ROWS, 32, 1),
-            max_queue=_int(env, MAX_QUEUE, 256, 1),
+            max_queue=_int(env, MAX_QUEUE, 64, 1),
+            request_timeout=_float(env, REQUEST_TIMEOUT, 0.0, 0.0),
         )

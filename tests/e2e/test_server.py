@@ -12,6 +12,7 @@ import requests
 
 from tests.e2e.conftest import README_EXAMPLE
 
+
 def test_ping_is_503_while_loading_then_200(tiny_server):
     assert tiny_server.ping_statuses[-1] == 200
     assert 503 in tiny_server.ping_statuses, f"never saw 503 before 200: {tiny_server.ping_statuses[:5]}"

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import tarfile
 
+from tests.e2e.conftest import REPO
 from textgen import create_app
 from textgen.model import ModelHolder, resolve_source
 from textgen.settings import Settings
-
-from tests.e2e.conftest import REPO
 
 
 def test_model_artifact_unpacks_and_serves(tiny_model_dir, tmp_path):

@@ -24,7 +24,7 @@ class FakeGenerator:
         self.error = error
         self.requests: list[GenerationRequest] = []
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def generate(self, request: GenerationRequest, gone=None) -> GenerationResult:
         self.requests.append(request)
         if self.error is not None:
             raise self.error

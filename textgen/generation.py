@@ -1,0 +1,230 @@
+"""Run a batch of requests through one ``generate()`` call (torch; used by the holder and the engine).
+
+- Greedy and sampling requests share one call whatever their ``top_p``/``top_k``/``temperature``
+  and lengths: ``RowSampler`` applies each row's own settings exactly as transformers' warpers do
+  and samples each request from its own ``torch.Generator`` seeded with the request's seed, and
+  ``RowLimits`` ends each row at its own length. What a request samples therefore depends on its
+  seed, not on what else shares the batch.
+- Beam requests share a call when ``num_beams``, ``no_repeat_ngram_size`` and the length agree;
+  they pass the mode's kwargs to ``generate()`` unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .modes import to_generate_kwargs
+from .schemas import GenerationRequest
+
+if TYPE_CHECKING:
+    from .model import GenerationResult
+
+
+@dataclass(eq=False)
+class Job:
+    """One queued request and, once done, its result or error."""
+
+    request: GenerationRequest
+    ids: list[int]
+    new_tokens: int
+    seed: int
+    seeded: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+    cancelled: bool = False
+
+    @property
+    def beam(self) -> bool:
+        return self.request.mode == "beam"
+
+    @property
+    def rows(self) -> int:
+        """Rows this job occupies in a batch (beam search keeps num_beams rows per prompt)."""
+        return self.request.num_beams if self.beam else self.request.num_return_sequences
+
+    def group_key(self) -> tuple:
+        """Jobs with equal keys can run in one generate() call."""
+        if self.seeded:
+            return ("alone", id(self))
+        if self.beam:
+            return ("beam", self.request.num_beams, self.request.no_repeat_ngram_size, self.new_tokens)
+        return ("rows",)
+
+    def finish(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+def run_jobs(holder, jobs: list[Job]) -> list[list[list[int]]]:
+    """New token ids per job and row (padding after an early stop removed); jobs must share a group."""
+    rows = run_beam_batch(holder, jobs) if jobs[0].beam else run_row_batch(holder, jobs)
+    pad = holder.tokenizer.pad_token_id
+    return [[_strip_pad(row, pad) for row in job_rows] for job_rows in rows]
+
+
+def _strip_pad(row: list[int], pad: int | None) -> list[int]:
+    end = len(row)
+    while end and row[end - 1] == pad:
+        end -= 1
+    return row[:end]
+
+
+def _left_pad(holder, prompts: list[list[int]]):
+    """Batch tensors for prompts of different lengths: left padding plus an attention mask."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    pad = holder.tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=holder.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=holder.device)
+    return input_ids, mask, width
+
+
+def run_beam_batch(holder, batch: list[Job]) -> list[list[list[int]]]:
+    """Beam search for jobs that share num_beams, no_repeat_ngram_size and length."""
+    import torch
+
+    first = batch[0].request
+    returns = max(job.request.num_return_sequences for job in batch)
+    input_ids, mask, width = _left_pad(holder, [job.ids for job in batch])
+    request = GenerationRequest(input="", mode="beam", num_beams=first.num_beams,
+                                no_repeat_ngram_size=first.no_repeat_ngram_size, num_return_sequences=returns)
+    config = holder.generation_config(request, batch[0].new_tokens)
+    with torch.inference_mode():
+        output = holder.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+    rows = output[:, width:].tolist()
+    # generate() returns `returns` rows per prompt, best first; each job keeps its own count.
+    return [rows[i * returns: i * returns + job.request.num_return_sequences] for i, job in enumerate(batch)]
+
+
+def run_row_batch(holder, batch: list[Job]) -> list[list[list[int]]]:
+    """Greedy and sampling jobs in one call: each row keeps its own settings, seed stream and length."""
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    prompts, row_jobs = [], []
+    for job in batch:
+        for _ in range(job.request.num_return_sequences):
+            prompts.append(job.ids)
+            row_jobs.append(job)
+    input_ids, mask, width = _left_pad(holder, prompts)
+    sampler = RowSampler(row_jobs, holder.device)
+    limits = RowLimits(row_jobs, width, holder.device)
+    greedy = GenerationRequest(input="", mode="greedy", num_return_sequences=1)
+    config = holder.generation_config(greedy, max(job.new_tokens for job in batch))
+    with torch.inference_mode():
+        output = holder.model.generate(
+            input_ids=input_ids, attention_mask=mask, generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]), stopping_criteria=StoppingCriteriaList([limits]),
+        )
+    rows = output[:, width:].tolist()
+    results, start = [], 0
+    for job in batch:
+        count = job.request.num_return_sequences
+        results.append([row[: job.new_tokens] for row in rows[start: start + count]])
+        start += count
+    return results
+
+
+class RowSampler:
+    """A logits processor that picks each row's next token with that row's own decoding settings.
+
+    It applies temperature, top-k and top-p exactly as transformers' warpers do (in that order),
+    then samples with the row's request generator, and returns scores whose argmax is the chosen
+    token, so generate() runs in its greedy mode. Greedy rows take the argmax.
+    """
+
+    def __init__(self, row_jobs: list[Job], device):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        kwargs = [to_generate_kwargs(job.request) for job in row_jobs]
+        self.sample = [kw["do_sample"] for kw in kwargs]
+        self.temperature = torch.tensor([kw.get("temperature", 1.0) for kw in kwargs], device=device).unsqueeze(1)
+        self.top_k = [kw.get("top_k", 0) for kw in kwargs]
+        self.k_tensor = torch.tensor(self.top_k, device=device)
+        self.sample_tensor = torch.tensor(self.sample, device=device)
+        self.top_p = torch.tensor([kw.get("top_p", 1.0) for kw in kwargs], device=device).unsqueeze(1)
+        # One generator per request; its rows draw from it in row order, one draw per row and step,
+        # so what a request samples does not depend on what else is in the batch.
+        generators: dict[int, object] = {}
+        self.generators = []
+        for job in row_jobs:
+            if id(job) not in generators:
+                generator = torch.Generator(device=device)
+                generator.manual_seed(job.seed)
+                generators[id(job)] = generator
+            self.generators.append(generators[id(job)])
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        scores = scores.float() / self.temperature
+        rows, vocab = scores.shape
+        if not any(self.sample):
+            return self._one_hot(scores, scores.argmax(dim=-1, keepdim=True))
+        # Sort only the few best tokens when that decides every row (a full sort of the vocabulary
+        # costs far more than the rest of a step); fall back to all of them otherwise.
+        limited = [k for k, s in zip(self.top_k, self.sample, strict=True) if s and k > 0]
+        unlimited = any(s and k <= 0 for k, s in zip(self.top_k, self.sample, strict=True))
+        width = min(vocab, max(limited, default=0) + (self.FIRST_LOOK if unlimited else 0))
+        values, indices, probs = self._candidates(scores, width)
+        if unlimited and width < vocab:
+            # A row without top-k is decided by the candidates only if they hold top_p of its mass.
+            open_rows = (self.k_tensor <= 0) & self.sample_tensor
+            covered = probs.sum(dim=-1, keepdim=True) >= self.top_p
+            if bool((open_rows.unsqueeze(1) & ~(covered & (self.top_p < 1.0))).any()):
+                values, indices, probs = self._candidates(scores, vocab)
+        rank = torch.arange(values.shape[-1], device=values.device).unsqueeze(0)
+        # top-p: keep a token while the probability of the tokens ranked above it is below top_p
+        # (transformers' TopPLogitsWarper, written best-first); the best token always stays.
+        before = probs.cumsum(dim=-1) - probs
+        keep = (before < self.top_p) | (rank == 0) | (self.top_p >= 1.0)
+        final = values.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+        choice = torch.zeros((rows, 1), dtype=torch.long, device=values.device)
+        for row, sample in enumerate(self.sample):
+            if sample:
+                choice[row, 0] = torch.multinomial(final[row], 1, generator=self.generators[row])[0]
+        return self._one_hot(scores, indices.gather(1, choice))
+
+    FIRST_LOOK = 1024  # candidates tried first for rows without top-k
+
+    def _candidates(self, scores, width: int):
+        """The ``width`` best tokens per row (values, vocabulary ids) after top-k, and their
+        probabilities under the row's top-k-filtered distribution."""
+        torch = self.torch
+        values, indices = torch.topk(scores, width, dim=-1)
+        rank = torch.arange(width, device=values.device).unsqueeze(0)
+        k_limit = torch.where(self.k_tensor > 0, self.k_tensor, scores.shape[-1]).unsqueeze(1)
+        values = values.masked_fill(rank >= k_limit, float("-inf"))
+        # Normalise over what top-k kept: the k best for rows with top-k, the whole vocabulary otherwise.
+        norm = torch.where(
+            (self.k_tensor > 0).unsqueeze(1), values.logsumexp(dim=-1, keepdim=True), scores.logsumexp(dim=-1, keepdim=True)
+        )
+        return values, indices, (values - norm).exp()
+
+    def _one_hot(self, scores, chosen):
+        out = self.torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, chosen, 0.0)
+
+
+class RowLimits:
+    """A stopping criterion: each row stops at its own new-token limit, or when its caller left."""
+
+    def __init__(self, row_jobs: list[Job], prompt_width: int, device):
+        import torch
+
+        self.torch = torch
+        self.jobs = row_jobs
+        self.width = prompt_width
+        self.limits = torch.tensor([job.new_tokens for job in row_jobs], device=device)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = (input_ids.shape[1] - self.width) >= self.limits
+        cancelled = [row for row, job in enumerate(self.jobs) if job.cancelled]
+        if cancelled:
+            done[cancelled] = True
+        return done
