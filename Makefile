@@ -70,3 +70,4 @@ clean:  ## remove the venv, the converted model and caches
 	rm -rf $(VENV) .model .cache .pytest_cache .ruff_cache *.egg-info
 
 -include container/container.mk
+-include bench/bench.mk
