@@ -58,11 +58,15 @@ def decode_json(body: bytes | str):
 
 
 def _response_type() -> str:
-    """JSON or JSON lines, from the Accept header; anything else is 406."""
+    """JSON or JSON lines, from the Accept header (a wildcard answers in the request's own format);
+    anything else is 406."""
     accept = request.headers.get("Accept", "").strip()
     if not accept:
         return ""
-    best = request.accept_mimetypes.best_match([JSON, *JSONLINES])
+    if request.mimetype in JSONLINES:
+        best = request.accept_mimetypes.best_match([request.mimetype, *JSONLINES, JSON])
+    else:
+        best = request.accept_mimetypes.best_match([JSON, *JSONLINES])
     if best is None:
         raise NotAcceptable(
             f"Accept {accept} is not supported; accept {JSON}, {JSONLINES[0]} or {JSONLINES[1]} (or */*)"
@@ -198,7 +202,7 @@ def _jsonlines(answer_as: str) -> Response:
         response = jsonify(outputs)
     else:
         lines = "".join(json.dumps(output) + "\n" for output in outputs)
-        response = Response(lines, mimetype=answer_as or JSONLINES[0])
+        response = Response(lines, mimetype=answer_as or request.mimetype)
     response.headers["X-Textgen-Seed"] = ",".join(seeds)
     return response
 

@@ -114,8 +114,8 @@ def init_app(app: Flask) -> None:
         elif status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH") or 0
             message = (
-                f"request body is larger than the {limit / 1048576:g} MiB limit "
-                "(SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+                f"request body is larger than the limit of {limit} bytes ({limit / 1048576:.3g} MiB, "
+                "SAGEMAKER_MAX_PAYLOAD_IN_MB)"
             )
         return _respond(status, _HTTP_ERROR_NAMES.get(status, "http_error"), message, headers=headers)
 
