@@ -32,12 +32,27 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def plan_batches(jobs: list[Job]) -> list[list[Job]]:
-    """Group jobs (in arrival order) into batches that one generate() call can run."""
-    groups: dict[tuple, list[Job]] = {}
+def plan_batches(jobs: list[Job], context_window: int | None = None) -> list[list[Job]]:
+    """Group jobs (in arrival order) into batches that one generate() call can run.
+
+    In a batch every row runs as many steps as its longest job, so a batch is also split where the
+    longest prompt plus the most new tokens would pass the model's context window (positions past it
+    do not exist in GPT-2).
+    """
+    groups: dict[tuple, list[list[Job]]] = {}
     for job in jobs:
-        groups.setdefault(job.group_key(), []).append(job)
-    return list(groups.values())
+        batches = groups.setdefault(job.group_key(), [])
+        for batch in batches:
+            if context_window is None or _fits(batch + [job], context_window):
+                batch.append(job)
+                break
+        else:
+            batches.append([job])
+    return [batch for batches in groups.values() for batch in batches]
+
+
+def _fits(batch: list[Job], context_window: int) -> bool:
+    return max(len(job.ids) for job in batch) + max(job.new_tokens for job in batch) <= context_window
 
 
 class BatchingEngine:
@@ -180,7 +195,7 @@ class BatchingEngine:
             jobs = self._take()
             if not jobs:
                 return
-            for batch in plan_batches(jobs):
+            for batch in plan_batches(jobs, self.holder.context_window or None):
                 self._run_isolated(batch)
 
     def _run_isolated(self, batch: list[Job]) -> None:
