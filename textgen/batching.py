@@ -195,8 +195,14 @@ class BatchingEngine:
             jobs = self._take()
             if not jobs:
                 return
-            for batch in plan_batches(jobs, self.holder.context_window or None):
-                self._run_isolated(batch)
+            try:
+                for batch in plan_batches(jobs, self.holder.context_window or None):
+                    self._run_isolated(batch)
+            except Exception as exc:  # the engine must outlive any bug: fail what it held, go on
+                log.exception("batching engine error")
+                for job in jobs:
+                    if not job.done.is_set():
+                        job.finish(error=_as_api_error(exc))
 
     def _run_isolated(self, batch: list[Job]) -> None:
         """Run a batch; if it fails, run its jobs one by one so only the failing one errs."""

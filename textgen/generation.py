@@ -141,16 +141,12 @@ class RowSampler:
         import torch
 
         self.torch = torch
-        self.device = device
         kwargs = [to_generate_kwargs(job.request) for job in row_jobs]
         self.sample = [kw["do_sample"] for kw in kwargs]
         self.temperature = torch.tensor([kw.get("temperature", 1.0) for kw in kwargs], device=device).unsqueeze(1)
         self.top_k = [kw.get("top_k", 0) for kw in kwargs]
-        self.k_tensor = torch.tensor(self.top_k, device=device)
-        self.sample_tensor = torch.tensor(self.sample, device=device)
-        self.top_p = torch.tensor([kw.get("top_p", 1.0) for kw in kwargs], device=device).unsqueeze(1)
-        # One generator per request; its rows draw from it in row order, one draw per row and step,
-        # so what a request samples does not depend on what else is in the batch.
+        self.top_p = [kw.get("top_p", 1.0) for kw in kwargs]
+        # One generator per request; its rows draw from it in row order, one draw per row and step.
         generators: dict[int, object] = {}
         self.generators = []
         for job in row_jobs:
@@ -160,55 +156,73 @@ class RowSampler:
                 generators[id(job)] = generator
             self.generators.append(generators[id(job)])
 
+    # Candidate widths tried in turn for a row without top-k, until they hold top_p of its mass.
+    WIDTHS = (1024, 8192)
+
     def __call__(self, input_ids, scores):
         torch = self.torch
         scores = scores.float() / self.temperature
         rows, vocab = scores.shape
+        chosen = scores.argmax(dim=-1, keepdim=True)  # greedy rows
         if not any(self.sample):
-            return self._one_hot(scores, scores.argmax(dim=-1, keepdim=True))
-        # Sort only the few best tokens when that decides every row (a full sort of the vocabulary
-        # costs far more than the rest of a step); fall back to all of them otherwise.
+            return self._one_hot(scores, chosen)
+        # One top-k over the batch for the rows that limit k (a full sort of the vocabulary costs
+        # more than the rest of a step); each row then works only on its own slice of it, so what a
+        # row draws does not depend on which other rows share the batch.
         limited = [k for k, s in zip(self.top_k, self.sample, strict=True) if s and k > 0]
-        unlimited = any(s and k <= 0 for k, s in zip(self.top_k, self.sample, strict=True))
-        width = min(vocab, max(limited, default=0) + (self.FIRST_LOOK if unlimited else 0))
-        values, indices, probs = self._candidates(scores, width)
-        if unlimited and width < vocab:
-            # A row without top-k is decided by the candidates only if they hold top_p of its mass.
-            open_rows = (self.k_tensor <= 0) & self.sample_tensor
-            covered = probs.sum(dim=-1, keepdim=True) >= self.top_p
-            if bool((open_rows.unsqueeze(1) & ~(covered & (self.top_p < 1.0))).any()):
-                values, indices, probs = self._candidates(scores, vocab)
-        rank = torch.arange(values.shape[-1], device=values.device).unsqueeze(0)
-        # top-p: keep a token while the probability of the tokens ranked above it is below top_p
-        # (transformers' TopPLogitsWarper, written best-first); the best token always stays.
-        before = probs.cumsum(dim=-1) - probs
-        keep = (before < self.top_p) | (rank == 0) | (self.top_p >= 1.0)
-        final = values.masked_fill(~keep, float("-inf")).softmax(dim=-1)
-        choice = torch.zeros((rows, 1), dtype=torch.long, device=values.device)
+        top_values = top_indices = None
+        if limited:
+            top_values, top_indices = torch.topk(scores, min(max(limited), vocab), dim=-1)
         for row, sample in enumerate(self.sample):
             if sample:
-                choice[row, 0] = torch.multinomial(final[row], 1, generator=self.generators[row])[0]
-        return self._one_hot(scores, indices.gather(1, choice))
+                probs, ids = self._row_distribution(row, scores, top_values, top_indices)
+                draw = torch.multinomial(probs, 1, generator=self.generators[row])
+                chosen[row, 0] = ids[draw[0]]
+        return self._one_hot(scores, chosen)
 
-    FIRST_LOOK = 1024  # candidates tried first for rows without top-k
+    def _row_distribution(self, row: int, scores, top_values, top_indices):
+        """A sampling row's distribution after temperature, top-k and top-p: the probabilities of the
+        tokens it keeps (best first) and their vocabulary ids."""
+        k = self.top_k[row]
+        if k > 0:
+            k = min(k, scores.shape[1])
+            values, indices = top_values[row, :k], top_indices[row, :k]
+            probs = (values - values.logsumexp(dim=0)).exp()
+        else:
+            values, indices, probs = self._unlimited(scores[row], self.top_p[row])
+        kept = _top_p_count(probs, self.top_p[row])
+        return values[:kept].softmax(dim=0), indices[:kept]
 
-    def _candidates(self, scores, width: int):
-        """The ``width`` best tokens per row (values, vocabulary ids) after top-k, and their
-        probabilities under the row's top-k-filtered distribution."""
+    def _unlimited(self, row_scores, top_p: float):
+        """Best-first candidates of a row without top-k: the fewest best tokens that hold top_p of the
+        probability mass (the whole vocabulary when top_p is 1), with their full-vocabulary probabilities."""
         torch = self.torch
-        values, indices = torch.topk(scores, width, dim=-1)
-        rank = torch.arange(width, device=values.device).unsqueeze(0)
-        k_limit = torch.where(self.k_tensor > 0, self.k_tensor, scores.shape[-1]).unsqueeze(1)
-        values = values.masked_fill(rank >= k_limit, float("-inf"))
-        # Normalise over what top-k kept: the k best for rows with top-k, the whole vocabulary otherwise.
-        norm = torch.where(
-            (self.k_tensor > 0).unsqueeze(1), values.logsumexp(dim=-1, keepdim=True), scores.logsumexp(dim=-1, keepdim=True)
-        )
+        vocab = row_scores.shape[0]
+        norm = row_scores.logsumexp(dim=0)
+        if top_p < 1.0:
+            for width in self.WIDTHS:
+                if width >= vocab:
+                    break
+                values, indices = torch.topk(row_scores, width)
+                probs = (values - norm).exp()
+                if float(probs.sum()) >= top_p:
+                    return values, indices, probs
+        values, indices = torch.sort(row_scores, descending=True)
         return values, indices, (values - norm).exp()
 
     def _one_hot(self, scores, chosen):
         out = self.torch.full_like(scores, float("-inf"))
         return out.scatter_(1, chosen, 0.0)
+
+
+def _top_p_count(probs, top_p: float) -> int:
+    """How many best-first tokens top-p keeps: a token stays while the probability of the tokens
+    ranked above it is below top_p (transformers' TopPLogitsWarper, written best-first); the best
+    token always stays."""
+    if top_p >= 1.0:
+        return int(probs.shape[0])
+    before = probs.cumsum(dim=0) - probs
+    return max(1, int((before < top_p).sum()))
 
 
 class RowLimits:
