@@ -25,6 +25,7 @@ torch_spec="${TORCH_SPEC:-$(sed -n 's/^ARG TORCH_SPEC="\{0,1\}\([^"]*\)"\{0,1\}$
 [ -n "$torch_spec" ] || die "cannot read ARG TORCH_SPEC from $REPO_ROOT/Dockerfile"
 torch_version="${torch_spec#torch==}"
 [ "$torch_version" != "$torch_spec" ] || die "TORCH_SPEC '$torch_spec' is not of the form torch==VERSION"
+torch_version="${torch_version%+cpu}"
 
 pip_config() { python3 -m pip config get "$1" 2>/dev/null || true; }
 
@@ -64,6 +65,10 @@ podman build \
     "${extra[@]}" \
     "$REPO_ROOT" || die "podman build failed"
 log "built $IMAGE in $(elapsed "$t0") s"
+# Earlier builds of the tag are left untagged; drop them (the layer cache stays usable). The
+# storage is this project's own, so nothing else is affected.
+pruned="$(podman image prune --force)" || die "podman image prune failed"
+[ -z "$pruned" ] || log "removed $(printf '%s\n' "$pruned" | wc -l) untagged image(s) from earlier builds"
 
 # Check what was built: the entry point, the serve command, the CPU torch, the app package.
 t0="$(now)"

@@ -18,7 +18,7 @@ EXAMPLE = {"input": "This is an input text"}
 
 
 def call(url: str, path: str, body: bytes | None = None, content_type: str | None = "application/json",
-         timeout: float = 120.0) -> tuple[int, dict, object]:
+         timeout: float = 300.0) -> tuple[int, dict, object]:
     """One HTTP call; returns (status, headers, decoded JSON or raw text)."""
     request = urllib.request.Request(url.rstrip("/") + path, data=body, method="POST" if body is not None else "GET")
     if content_type and body is not None:

@@ -56,6 +56,11 @@ def convert(gguf: Path, dest: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # mkdtemp makes the folder private; a served model must be readable by any user (a container
+        # may run as non-root).
+        tmp.chmod(0o755)
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -199,8 +199,7 @@ class ModelHolder:
                 choice = json.loads(cache.read_text())["dtype"]
                 log.info("CPU dtype %s (measured before, %s)", choice, cache)
                 return getattr(torch, choice)
-            timings = {name: _time_forward(model, tokenizer, torch, getattr(torch, name))
-                       for name in ("float32", "bfloat16")}
+            timings = _time_dtypes(model, tokenizer, torch, ("float32", "bfloat16"))
             choice = min(timings, key=timings.get)
             cache.write_text(json.dumps({"dtype": choice, "seconds": timings, "key": json.loads(key)}))
             log.info("CPU dtype %s (measured: %s)", choice,
@@ -304,19 +303,21 @@ def _cpu_model() -> str:
     return platform.machine()
 
 
-def _time_forward(model, tokenizer, torch, dtype, repeats: int = 5) -> float:
-    """Median seconds of one short prompt forward pass plus decode steps in ``dtype``."""
+def _time_dtypes(model, tokenizer, torch, names: tuple[str, ...], rounds: int = 3) -> dict[str, float]:
+    """Median seconds of a short greedy generation per dtype, measured in alternating rounds so that
+    a burst of load elsewhere hits every candidate alike."""
     import copy
 
-    candidate = copy.deepcopy(model).to(dtype=dtype)
+    candidates = {name: copy.deepcopy(model).to(dtype=getattr(torch, name)) for name in names}
     ids = torch.tensor([tokenizer("The quick brown fox jumps over the lazy dog. " * 3)["input_ids"]])
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in names}
+    pad = tokenizer.eos_token_id or 0
     with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            candidate.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                               do_sample=False, pad_token_id=tokenizer.eos_token_id or 0, min_new_tokens=8)
-            if i:  # the first run warms caches
-                times.append(time.perf_counter() - start)
-    del candidate
-    return statistics.median(times)
+        for round_ in range(rounds + 1):
+            for name, candidate in candidates.items():
+                start = time.perf_counter()
+                candidate.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                   min_new_tokens=4, do_sample=False, pad_token_id=pad)
+                if round_:  # the first round warms caches
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
