@@ -21,7 +21,7 @@ export TEXTGEN_DEFAULT_MODEL_DIR ?= $(MODEL_DIR)
 .PHONY: help install model model-artifact run test test-unit test-integration test-e2e smoke-test lint format clean
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
 
 install: $(INSTALLED)  ## create .venv with the pinned dependencies (idempotent)
 

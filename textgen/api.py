@@ -11,8 +11,17 @@ import time
 import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from .errors import ApiError, ModelNotReady, NotAcceptable, UnsupportedMediaType, ValidationFailed, error_body
+from .errors import (
+    ApiError,
+    ModelNotReady,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    error_body,
+)
 from .logs import request_id
 from .schemas import parse_request
 
@@ -42,19 +51,61 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON; numbers must be finite")
 
 
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """An object hook: a key given twice is an error, never a silent last-one-wins."""
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {json.dumps(key)}: give each field once")
+        result[key] = value
+    return result
+
+
 def decode_json(body: bytes | str):
-    """Parse strict JSON (no NaN/Infinity); raise ApiError 400 with the reason."""
+    """Parse strict JSON (UTF-8, an optional BOM; no NaN/Infinity, no duplicate keys); raise ApiError 400."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ApiError(f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not body.strip():
         raise ApiError('request body is empty; send a JSON object such as {"input": "Hello"}')
     try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        return json.loads(text, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise ApiError(f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_refuse_duplicates)
     except json.JSONDecodeError as exc:
-        raise ApiError(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ApiError(f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except (ValueError, RecursionError) as exc:
         raise ApiError(f"request body is not valid JSON: {exc}") from None
+
+
+def read_body() -> bytes:
+    """The whole request body, at most MAX_CONTENT_LENGTH bytes; a longer one is 413 even when it
+    arrives chunked (with no Content-Length to check up front)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(limit)
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    try:
+        while True:
+            chunk = stream.read(min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+    except ApiError:
+        raise
+    except Exception as exc:  # gunicorn's own parse errors, e.g. a malformed chunk size
+        raise ApiError(f"request body could not be read: {type(exc).__name__}: {exc}") from None
+    return b"".join(chunks)
+
+
+def _check_charset() -> None:
+    charset = request.mimetype_params.get("charset")
+    if charset and charset.lower().replace("-", "") != "utf8":
+        raise UnsupportedMediaType(f"charset={charset} is not supported; JSON must be sent as UTF-8 (charset=utf-8)")
 
 
 def _response_type() -> str:
@@ -126,7 +177,8 @@ def invocations() -> Response:
             f"Content-Type {sent} is not supported; send Content-Type: {JSON} "
             f"(or {JSONLINES[0]} for one request per line)"
         )
-    generation = _parse(decode_json(request.get_data(cache=False)))
+    _check_charset()
+    generation = _parse(decode_json(read_body()))
     result = _ready_generator().generate(generation, gone=_client_gone_probe())
     _log_done(generation, result)
     if answer_as in JSONLINES:
@@ -151,6 +203,9 @@ def runtime_invocations(name: str) -> Response:
     except ApiError as exc:
         original = error_body(exc.status, exc.error, exc.message, exc.fields)
         return _model_error(name, exc.status, json.dumps(original))
+    except HTTPException as exc:
+        original = error_body(exc.code or 500, "http_error", exc.description or exc.name)
+        return _model_error(name, exc.code or 500, json.dumps(original))
     except Exception:  # answered the way SageMaker would; the log gets the traceback
         log.exception("unhandled error while serving a request")
         return _model_error(name, 500, json.dumps(INTERNAL_ERROR))
@@ -176,18 +231,19 @@ def _model_error(endpoint: str, status: int, original: str) -> Response:
 
 def _jsonlines(answer_as: str) -> Response:
     """One request per non-blank line; each answered on its own line, a bad one with its error."""
-    body = request.get_data(cache=False)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    records = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    _check_charset()
+    body = read_body().removeprefix(b"\xef\xbb\xbf")
+    # Records end at LF (a CR before it is dropped). Other Unicode line breaks may sit inside JSON
+    # strings, and each line is decoded alone, so one line of bad UTF-8 fails only its own record.
+    lines = (line.removesuffix(b"\r") for line in body.split(b"\n"))
+    records = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     if not records:
         raise ApiError('request body has no JSON lines; send one JSON object per line such as {"input": "Hello"}')
     generator = _ready_generator()
     gone = _client_gone_probe()
-    outputs, seeds = [], []
-    for number, result in _generate_records(generator, records, gone):
+    outputs, seeds, ignored = [], [], []
+    for number, generation, result in _generate_records(generator, records, gone):
+        ignored.append(" ".join(generation.ignored_fields) if generation and generation.ignored_fields else "-")
         if isinstance(result, ApiError):
             outputs.append({**error_body(result.status, result.error, result.message, result.fields), "line": number})
             seeds.append("-")
@@ -204,39 +260,57 @@ def _jsonlines(answer_as: str) -> Response:
         lines = "".join(json.dumps(output) + "\n" for output in outputs)
         response = Response(lines, mimetype=answer_as or request.mimetype)
     response.headers["X-Textgen-Seed"] = ",".join(seeds)
+    if any(entry != "-" for entry in ignored):
+        response.headers["X-Textgen-Ignored-Fields"] = ";".join(ignored)
     return response
 
 
 def _generate_records(generator, records, gone):
-    """Yield (line number, result or exception) in order. With a batching engine, the records are
-    queued a window at a time so they share batches, leaving queue room for other callers."""
+    """Yield (line number, parsed request or None, result or exception) in order. With a batching
+    engine the records are queued a window at a time, so they share batches and leave queue room
+    for other callers."""
+    parsed = [(number, _parse_line(line)) for number, line in records]
     submit = getattr(generator, "submit", None)
     if submit is None:
-        for number, line in records:
-            yield number, _generate_one(lambda g: generator.generate(g, gone=gone), line)
+        for number, generation in parsed:
+            if isinstance(generation, Exception):
+                yield number, None, generation
+            else:
+                yield number, generation, _attempt(lambda g=generation: generator.generate(g, gone=gone), generation)
         return
     window = max(1, current_app.config["TEXTGEN_SETTINGS"].max_batch_rows)
-    for start in range(0, len(records), window):
-        chunk = [(number, _generate_one(submit, line)) for number, line in records[start:start + window]]
-        for number, job in chunk:
-            if isinstance(job, Exception):
-                yield number, job
+    for start in range(0, len(parsed), window):
+        chunk = parsed[start:start + window]
+        jobs = [generation if isinstance(generation, Exception) else _attempt(lambda g=generation: submit(g), None)
+                for _, generation in chunk]
+        for (number, generation), job in zip(chunk, jobs, strict=True):
+            if isinstance(generation, Exception):
+                yield number, None, generation
+            elif isinstance(job, Exception):
+                yield number, generation, job
             else:
-                yield number, _generate_one(lambda _, job=job: generator.wait(job, gone=gone), job.request, parsed=True)
+                yield number, generation, _attempt(lambda j=job: generator.wait(j, gone=gone), generation)
 
 
-def _generate_one(call, line, parsed: bool = False):
-    """``call(request)`` for one JSON line; an error is returned, not raised (ModelNotReady is raised)."""
+def _parse_line(line: bytes):
+    """One JSON line as a GenerationRequest, or the ApiError that says why not."""
     try:
-        generation = line if parsed else _parse(decode_json(line))
-        result = call(generation)
-        if hasattr(result, "texts"):
-            _log_done(generation, result)
-        return result
+        return _parse(decode_json(line))
+    except ApiError as exc:
+        return exc
+
+
+def _attempt(call, generation):
+    """``call()``, returning an error instead of raising it (ModelNotReady is raised: it fails all)."""
+    try:
+        result = call()
     except ModelNotReady:
         raise
     except Exception as exc:
         return exc
+    if generation is not None:
+        _log_done(generation, result)
+    return result
 
 
 def _client_gone_probe():

@@ -52,6 +52,17 @@ class UnsupportedMediaType(ApiError):
     error = "unsupported_media_type"
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+    error = "payload_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"request body is larger than the limit of {limit} bytes ({limit / 1048576:.3g} MiB, "
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB)"
+        )
+
+
 class NotAcceptable(ApiError):
     status = 406
     error = "not_acceptable"
@@ -60,6 +71,9 @@ class NotAcceptable(ApiError):
 class ModelNotReady(ApiError):
     status = 503
     error = "model_not_ready"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"Retry-After": "5"})
 
 
 class Overloaded(ApiError):
@@ -106,17 +120,16 @@ def init_app(app: Flask) -> None:
         headers = {}
         message = exc.description
         if status == 404:
-            message = f"no endpoint at {request.path}; the endpoints are GET /ping, POST /invocations and GET /execution-parameters"
+            message = (
+                f"no endpoint at {request.path}; the endpoints are GET /ping, POST /invocations, "
+                "GET /execution-parameters and POST /endpoints/<name>/invocations"
+            )
         elif status == 405:
             allowed = sorted(set(exc.valid_methods or []) - {"HEAD", "OPTIONS"})
             headers["Allow"] = ", ".join(exc.valid_methods or [])
             message = f"{request.method} is not allowed on {request.path}; use {' or '.join(allowed)}"
         elif status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH") or 0
-            message = (
-                f"request body is larger than the limit of {limit} bytes ({limit / 1048576:.3g} MiB, "
-                "SAGEMAKER_MAX_PAYLOAD_IN_MB)"
-            )
+            message = PayloadTooLarge(app.config.get("MAX_CONTENT_LENGTH") or 0).message
         return _respond(status, _HTTP_ERROR_NAMES.get(status, "http_error"), message, headers=headers)
 
     @app.errorhandler(Exception)

@@ -143,7 +143,11 @@ class RowSampler:
         self.torch = torch
         kwargs = [to_generate_kwargs(job.request) for job in row_jobs]
         self.sample = [kw["do_sample"] for kw in kwargs]
-        self.temperature = torch.tensor([kw.get("temperature", 1.0) for kw in kwargs], device=device).unsqueeze(1)
+        # Temperatures beyond float32's range would divide by 0 or inf: clamp them to it (a tiny
+        # temperature is greedy, a huge one uniform, either way).
+        f32 = torch.finfo(torch.float32)
+        temperatures = [min(max(kw.get("temperature", 1.0), f32.tiny), f32.max) for kw in kwargs]
+        self.temperature = torch.tensor(temperatures, device=device).unsqueeze(1)
         self.top_k = [kw.get("top_k", 0) for kw in kwargs]
         self.top_p = [kw.get("top_p", 1.0) for kw in kwargs]
         # One generator per request; its rows draw from it in row order, one draw per row and step.
@@ -161,7 +165,10 @@ class RowSampler:
 
     def __call__(self, input_ids, scores):
         torch = self.torch
-        scores = scores.float() / self.temperature
+        # Shift each row so its best score is 0 before dividing by the temperature: the distribution
+        # is unchanged, and a tiny temperature gives -inf for the rest instead of inf/NaN.
+        scores = scores.float()
+        scores = (scores - scores.max(dim=-1, keepdim=True).values) / self.temperature
         rows, vocab = scores.shape
         chosen = scores.argmax(dim=-1, keepdim=True)  # greedy rows
         if not any(self.sample):

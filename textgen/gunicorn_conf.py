@@ -5,9 +5,31 @@ call (a CUDA context made before fork breaks every worker). Each worker starts l
 model in ``post_worker_init``, after the fork.
 """
 
+import json
+
+from gunicorn import util as _gunicorn_util
+
 from textgen.settings import Settings
 
 _settings = Settings.from_env()
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it cannot parse (bad request line, header limits, a broken
+    chunk), in textgen's JSON error shape instead of gunicorn's HTML page."""
+    body = json.dumps({
+        "code": int(status_int),
+        "error": "bad_request" if int(status_int) < 500 else "internal",
+        "message": f"{reason}: {mesg}" if mesg else str(reason),
+    }).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    _gunicorn_util.write_nonblock(sock, head + body)
+
+
+_gunicorn_util.write_error = _write_json_error
 
 
 bind = f"0.0.0.0:{_settings.port}"
@@ -24,7 +46,7 @@ preload_app = False  # never import the model stack in the master
 loglevel = _settings.log_level
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms id=%({x-amzn-sagemaker-inference-id}i)s'
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms id=%({x-request-id}o)s'
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

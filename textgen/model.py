@@ -110,6 +110,7 @@ class ModelHolder:
         self.device = "cpu"
         self.dtype = None
         self.context_window = 0
+        self.max_token_chars = 1
         self.source: ModelSource | None = None
         # Generation is serialized: the fast tokenizer is not thread-safe ("Already borrowed") and
         # the global RNG that seeds sampling must not be shared by two requests at once.
@@ -158,6 +159,9 @@ class ModelHolder:
         self.dtype = self._choose_dtype(model, tokenizer, torch)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.tokenizer = tokenizer
+        # No token covers more than this many characters of text (a vocabulary entry of n
+        # characters stands for at most 4n bytes), which bounds the token count from below.
+        self.max_token_chars = 4 * max(len(token) for token in tokenizer.get_vocab())
         self._warm_up()
         self.state, self.detail = READY, "ready"
         log.info(
@@ -219,6 +223,13 @@ class ModelHolder:
 
     def encode(self, request: GenerationRequest) -> tuple[list[int], int]:
         """Token ids of the prompt and the number of new tokens to generate; raises ValidationFailed."""
+        limit = self.token_limit
+        if len(request.input) > limit * self.max_token_chars:
+            # Certainly too long: refuse before spending seconds tokenizing megabytes.
+            raise ValidationFailed({"input": [
+                f"is {len(request.input)} characters, certainly more than the {limit - 1} tokens allowed "
+                f"(model context window {self.context_window}, TEXTGEN_MAX_TOTAL_TOKENS {self.settings.max_total_tokens})"
+            ]})
         ids = self.tokenizer(request.input)["input_ids"]
         return ids, self.new_token_budget(request, len(ids))
 

@@ -91,14 +91,20 @@ class StrictInteger(fields.Field):
 
 
 class StrictNumber(fields.Field):
-    """A finite JSON number, integer or decimal; not a string or boolean, never NaN or Infinity."""
+    """A finite JSON number, integer or decimal; not a string or boolean, never NaN or Infinity.
+
+    The value is kept as sent (so messages echo it exactly) and made a float by ``parse_request``.
+    """
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError(f"must be a JSON number, got {_show(value)}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValidationError(f"must be a finite number, got {_show(value)}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValidationError(f"must be a finite number within double precision, got {_show(value)}")
         return value
 
 
@@ -160,25 +166,25 @@ class GenerationSchema(Schema):
         mode = data.get("mode", DEFAULT_MODE)
         beams = data.get("num_beams")
         if beams is not None and not 1 <= beams <= limits.max_beams:
-            errors["num_beams"] = [f"must be in 1..{limits.max_beams}, got {beams}"]
+            errors["num_beams"] = [f"must be in 1..{limits.max_beams}, got {_show(beams)}"]
         if "max_length" in data and "max_new_tokens" in data:
             errors["max_new_tokens"] = ["give either max_length or max_new_tokens, not both"]
         if "max_length" in data and data["max_length"] > limits.max_total_tokens:
             errors["max_length"] = [
                 f"must be at most {limits.max_total_tokens} (server limit on total tokens, prompt included), "
-                f"got {data['max_length']}"
+                f"got {_show(data['max_length'])}"
             ]
         if "max_new_tokens" in data and data["max_new_tokens"] >= limits.max_total_tokens:
             errors["max_new_tokens"] = [
                 f"must be in 1..{limits.max_total_tokens - 1} (prompt + new tokens <= {limits.max_total_tokens}, "
-                f"the server limit), got {data['max_new_tokens']}"
+                f"the server limit), got {_show(data['max_new_tokens'])}"
             ]
         if mode == "sample-top-k" and data.get("top_k") == 0:
             errors["top_k"] = ["must be >= 1 in sample-top-k mode (0 would turn top-k off), got 0"]
         nrs = data.get("num_return_sequences")
         if nrs is not None:
             if not 1 <= nrs <= limits.max_return_sequences:
-                errors["num_return_sequences"] = [f"must be in 1..{limits.max_return_sequences}, got {nrs}"]
+                errors["num_return_sequences"] = [f"must be in 1..{limits.max_return_sequences}, got {_show(nrs)}"]
             elif mode == "greedy" and nrs > 1:
                 errors["num_return_sequences"] = [
                     f"greedy yields one sequence, so it must be 1, got {nrs}; "
@@ -220,6 +226,9 @@ def parse_request(payload: Any, limits: Limits | None = None) -> GenerationReque
         nrs = min(DEFAULT_RETURN_SEQUENCES, limits.max_return_sequences)
     seed = data.get("seed")
     values = {k: v for k, v in data.items() if k not in ("num_return_sequences", "seed")}
+    for name in ("top_p", "temperature"):
+        if name in values:
+            values[name] = float(values[name])
     if "max_new_tokens" in data:
         values["max_length"] = None
     return GenerationRequest(
@@ -236,7 +245,9 @@ def _flatten(messages: Any) -> dict[str, list[str]]:
         return {"_body": [str(m) for m in messages]}
     out: dict[str, list[str]] = {}
     for key, value in messages.items():
+        # An unknown key is echoed back; one that is not valid Unicode is shown escaped.
+        key = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
         if isinstance(value, dict):
             value = [f"{k}: {v}" for k, v in value.items()]
-        out[str(key)] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        out[key] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
     return out

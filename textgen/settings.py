@@ -125,7 +125,9 @@ class Settings:
     cache_dir: str = ".cache/textgen"
     port: int = 8080
     workers: int | None = None  # None: one per GPU, or 1 on CPU (decided in the worker setup)
-    threads: int = 64
+    # Request threads: room for a full queue plus a running batch plus /ping and quick refusals,
+    # so a saturated worker still answers /ping and says 429 instead of leaving callers waiting.
+    threads: int = 64 + 32 + 16
     timeout: int = 600
     log_level: str = "info"
     max_payload_bytes: int = 6 * 1024 * 1024
@@ -165,7 +167,7 @@ class Settings:
             cache_dir=env.get(CACHE_DIR, "").strip() or cls.cache_dir,
             port=_int(env, BIND_TO_PORT, 8080, 1, 65535),
             workers=_int(env, MODEL_SERVER_WORKERS, 1, 1) if workers_raw else None,
-            threads=_int(env, THREADS, 64, 1),
+            threads=_int(env, THREADS, _int(env, MAX_QUEUE, 64, 1) + _int(env, MAX_BATCH_ROWS, 32, 1) + 16, 1),
             timeout=_int(env, MODEL_SERVER_TIMEOUT, 600, 1),
             log_level=_log_level(env),
             max_payload_bytes=int(_float(env, MAX_PAYLOAD_IN_MB, 6.0, 0.001) * 1024 * 1024),
