@@ -31,6 +31,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How long the expectation of returning callers holds after a batch (see BatchingEngine._take).
+EXPECTATION_TTL_S = 1.0
+
 
 def plan_batches(jobs: list[Job], context_window: int | None = None) -> list[list[Job]]:
     """Group jobs (in arrival order) into batches that one generate() call can run.
@@ -67,6 +70,8 @@ class BatchingEngine:
         self._stopping = False
         self._tokenizer_lock = threading.Lock()  # the fast tokenizer is not thread-safe
         self._batch_seconds = 1.0  # running estimate, for Retry-After
+        self._expected_rows = 0  # rows likely to be queued soon (see _take)
+        self._last_batch_end = float("-inf")
         self.batches_run = 0
         self.batch_sizes: list[int] = []
 
@@ -169,21 +174,31 @@ class BatchingEngine:
         return self.settings.max_batch_rows if self.settings.batching else 1
 
     def _take(self) -> list[Job]:
-        """Wait for work, then collect up to a batch's worth of queued jobs."""
+        """Wait for work, then collect up to a batch's worth of queued jobs.
+
+        The engine waits at most TEXTGEN_BATCH_WAIT_MS for more requests, and stops waiting as soon
+        as as many rows are queued as it expects: the rows of its last batch plus those that were
+        waiting when it ended. Callers it just answered usually send their next request within a few
+        milliseconds, so a steady load keeps forming full batches instead of splitting into cohorts
+        that take turns, and a lone caller is served at once.
+        """
         with self._cv:
             while not self._queue and not self._stopping:
                 self._cv.wait()
             if self._stopping:
                 return []
+            limit = self._rows_per_batch()
             if self.settings.batching:
+                expected = limit
+                if time.monotonic() - self._last_batch_end < EXPECTATION_TTL_S:
+                    expected = min(limit, max(1, self._expected_rows))
                 deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-                while sum(j.rows for j in self._queue) < self.settings.max_batch_rows:
+                while sum(j.rows for j in self._queue) < expected:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cv.wait(remaining)
             taken, rows = [], 0
-            limit = self._rows_per_batch()
             while self._queue and (not taken or rows + self._queue[0].rows <= limit):
                 job = self._queue.popleft()
                 taken.append(job)
@@ -228,6 +243,9 @@ class BatchingEngine:
                 job.finish(self.holder.result(job, rows))
         seconds = time.monotonic() - started
         self._batch_seconds = 0.7 * self._batch_seconds + 0.3 * seconds
+        with self._cv:
+            self._expected_rows = sum(job.rows for job in batch) + sum(job.rows for job in self._queue)
+            self._last_batch_end = time.monotonic()
         self.batches_run += 1
         self.batch_sizes.append(sum(job.rows for job in batch))
         if len(self.batch_sizes) > 1000:

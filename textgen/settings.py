@@ -134,7 +134,7 @@ class Settings:
     max_concurrent_transforms: int | None = None
     batch_strategy: str = "MULTI_RECORD"
     batching: bool = True
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 20.0
     max_batch_rows: int = 32
     max_queue: int = 64
     request_timeout: float = 0.0  # seconds; 0: no deadline
@@ -180,7 +180,7 @@ class Settings:
                 env, BATCH_STRATEGY, "multi_record", ("multi_record", "single_record")
             ).upper(),
             batching=_bool(env, BATCHING, True),
-            batch_wait_ms=_float(env, BATCH_WAIT_MS, 5.0, 0.0),
+            batch_wait_ms=_float(env, BATCH_WAIT_MS, 20.0, 0.0),
             max_batch_rows=_int(env, MAX_BATCH_ROWS, 32, 1),
             max_queue=_int(env, MAX_QUEUE, 64, 1),
             request_timeout=_float(env, REQUEST_TIMEOUT, 0.0, 0.0),
