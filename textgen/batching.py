@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # How long the expectation of returning callers holds after a batch (see BatchingEngine._take).
 EXPECTATION_TTL_S = 1.0
+# How often a waiting caller checks that its client is still connected. Each check takes the GIL
+# from the engine thread, so dozens of waiting callers polling fast would slow generation down.
+CANCEL_POLL_S = 0.25
 
 
 def plan_batches(jobs: list[Job], context_window: int | None = None) -> list[list[Job]]:
@@ -141,7 +144,7 @@ class BatchingEngine:
         """Block until ``job`` is done; cancel it if the caller left or TEXTGEN_REQUEST_TIMEOUT passed."""
         timeout = self.settings.request_timeout
         deadline = time.monotonic() + timeout if timeout else None
-        while not job.done.wait(0.05):
+        while not job.done.wait(CANCEL_POLL_S):
             if gone is not None and gone():
                 self.cancel(job)
                 raise ApiError("request cancelled: the caller disconnected")
