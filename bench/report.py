@@ -137,15 +137,12 @@ def correctness(loads: dict) -> dict:
                         "reason": f"seeded answer under load differs from its solo run (status {s['status']})",
                     }
                 )
+    unverified = []
     for label, load in loads.items():
         if not load["solo"] and any(p["scenario"] == "mix" for p in load["phases"]):
-            violations.append(
-                {
-                    "server": label,
-                    "rid": "-",
-                    "reason": "no seeded request completed under load, "
-                    "so seeded answers could not be checked against solo runs",
-                }
+            unverified.append(
+                f"{label}: no seeded request completed under load and was rerun in time, so seeded answers "
+                "were not compared with solo runs (the machine was too slow for the time boxes)"
             )
     # The same seeded request on both servers (not a pass/fail rule of the benchmark; reported).
     seeded = {
@@ -163,15 +160,10 @@ def correctness(loads: dict) -> dict:
         "seeded_solo_unchecked": sum(len(load.get("solo_unchecked", [])) for load in loads.values()),
         "seeded_same_across_servers": f"{same}/{len(common)}",
         "violations": violations,
+        "unverified": unverified,
         "ok": not violations,
+        "verified": not unverified,
     }
-
-
-def find(phases: list, server: str, scenario: str, concurrency: int):
-    for p in phases:
-        if p["server"] == server and p["scenario"] == scenario and p["concurrency"] == concurrency:
-            return p
-    return None
 
 
 def pooled(phases: list, servers: tuple[str, ...], scenario: str, concurrency: int) -> dict | None:
@@ -387,10 +379,12 @@ def verdict_lines(result: dict) -> list[str]:
         f"{' (' + str(c['seeded_solo_unchecked']) + ' not rerun: time limit)' if c.get('seeded_solo_unchecked') else ''}"
         ", same seeded answers on "
         f"both servers {c.get('seeded_same_across_servers', '-')}, {len(c['violations'])} violations: "
-        f"{'OK' if c['ok'] else 'FAIL'}"
+        f"{('OK' if c.get('verified', True) else 'UNVERIFIED') if c['ok'] else 'FAIL'}"
     )
     for v in c["violations"][:20]:
         lines.append(f"  violation: {v}")
+    for u in c.get("unverified", []):
+        lines.append(f"  UNVERIFIED: {u}")
     return lines
 
 
