@@ -41,6 +41,8 @@ sys.path.insert(0, str(HERE))
 import report  # noqa: E402
 from common import SCENARIOS  # noqa: E402
 
+from textgen.model import cpu_model  # noqa: E402
+
 PROFILES = {
     # Sized to finish within 10 minutes on the 2-core CPU machine, and within 5 on one H200.
     "cpu": {
@@ -76,16 +78,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:

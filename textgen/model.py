@@ -193,7 +193,7 @@ class ModelHolder:
 
     def _measured_cpu_dtype(self, model, tokenizer, torch):
         """The faster of fp32 and bf16 on this CPU, measured once and cached so every worker agrees."""
-        key = json.dumps([self.source.location, platform.processor(), _cpu_model(), torch.__version__,
+        key = json.dumps([self.source.location, platform.processor(), cpu_model(), torch.__version__,
                           torch.get_num_threads()])
         cache = Path(self.settings.cache_dir) / f"dtype-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,8 @@ def _context_window(config) -> int:
     raise ValueError("the model config gives no context window (max_position_embeddings or n_positions)")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo), or the machine type."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
