@@ -17,8 +17,13 @@ import urllib.request
 EXAMPLE = {"input": "This is an input text"}
 
 
-def call(url: str, path: str, body: bytes | None = None, content_type: str | None = "application/json",
-         timeout: float = 300.0) -> tuple[int, dict, object]:
+def call(
+    url: str,
+    path: str,
+    body: bytes | None = None,
+    content_type: str | None = "application/json",
+    timeout: float = 300.0,
+) -> tuple[int, dict, object]:
     """One HTTP call; returns (status, headers, decoded JSON or raw text)."""
     request = urllib.request.Request(url.rstrip("/") + path, data=body, method="POST" if body is not None else "GET")
     if content_type and body is not None:
@@ -88,11 +93,20 @@ def main() -> int:
         ("README example (defaults)", generation_check(url, EXAMPLE, 3)),
         ("mode sample-top-p", generation_check(url, {"input": "Once upon a time", "mode": "sample-top-p", **short}, 3)),
         ("mode sample-top-k", generation_check(url, {"input": "Once upon a time", "mode": "sample-top-k", **short}, 3)),
-        ("mode sample", generation_check(url, {"input": "Once upon a time", "mode": "sample", "temperature": 0.9, **short}, 3)),
+        (
+            "mode sample",
+            generation_check(url, {"input": "Once upon a time", "mode": "sample", "temperature": 0.9, **short}, 3),
+        ),
         ("mode beam", generation_check(url, {"input": "Once upon a time", "mode": "beam", **short}, 3)),
         ("mode greedy", generation_check(url, {"input": "Once upon a time", "mode": "greedy", **short}, 1)),
-        ("bad request: top_p 1.5 -> 400", error_check(url, b'{"input": "x", "top_p": 1.5}', "application/json", 400, "top_p")),
-        ("bad request: no Content-Type -> 415", error_check(url, b'{"input": "x"}', "application/x-www-form-urlencoded", 415, None)),
+        (
+            "bad request: top_p 1.5 -> 400",
+            error_check(url, b'{"input": "x", "top_p": 1.5}', "application/json", 400, "top_p"),
+        ),
+        (
+            "bad request: no Content-Type -> 415",
+            error_check(url, b'{"input": "x"}', "application/x-www-form-urlencoded", 415, None),
+        ),
     ]
     failed = 0
     for name, check in checks:

@@ -158,11 +158,13 @@ def ping() -> Response:
 def execution_parameters() -> Response:
     """What SageMaker batch transform should send: concurrency, batch strategy, payload size."""
     settings = current_app.config["TEXTGEN_SETTINGS"]
-    return jsonify({
-        "MaxConcurrentTransforms": settings.concurrent_transforms,
-        "BatchStrategy": settings.batch_strategy,
-        "MaxPayloadInMB": max(1, math.floor(settings.max_payload_bytes / 1048576)),
-    })
+    return jsonify(
+        {
+            "MaxConcurrentTransforms": settings.concurrent_transforms,
+            "BatchStrategy": settings.batch_strategy,
+            "MaxPayloadInMB": max(1, math.floor(settings.max_payload_bytes / 1048576)),
+        }
+    )
 
 
 @bp.post("/invocations")
@@ -280,9 +282,11 @@ def _generate_records(generator, records, gone):
         return
     window = max(1, current_app.config["TEXTGEN_SETTINGS"].max_batch_rows)
     for start in range(0, len(parsed), window):
-        chunk = parsed[start:start + window]
-        jobs = [generation if isinstance(generation, Exception) else _attempt(lambda g=generation: submit(g), None)
-                for _, generation in chunk]
+        chunk = parsed[start : start + window]
+        jobs = [
+            generation if isinstance(generation, Exception) else _attempt(lambda g=generation: submit(g), None)
+            for _, generation in chunk
+        ]
         for (number, generation), job in zip(chunk, jobs, strict=True):
             if isinstance(generation, Exception):
                 yield number, None, generation
@@ -332,18 +336,30 @@ def _client_gone_probe():
 
 def _parse(payload):
     if not isinstance(payload, dict):
-        raise ValidationFailed({"_body": [f'must be a JSON object like {{"input": "Hello"}}, got {_json_type(payload)}']})
+        raise ValidationFailed(
+            {"_body": [f'must be a JSON object like {{"input": "Hello"}}, got {_json_type(payload)}']}
+        )
     return parse_request(payload, current_app.config["TEXTGEN_LIMITS"])
 
 
 def _log_done(generation, result) -> None:
     log.info(
         "generated mode=%s rows=%d prompt_tokens=%d new_tokens=%s seed=%d in %.2fs",
-        generation.mode, len(result.texts), result.prompt_tokens, result.new_tokens, result.seed,
+        generation.mode,
+        len(result.texts),
+        result.prompt_tokens,
+        result.new_tokens,
+        result.seed,
         time.monotonic() - g.started,
     )
 
 
 def _json_type(value) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -126,8 +126,11 @@ class BatchingEngine:
         seeded = request.seed is not None
         job = Job(request, ids, new_tokens, request.seed if seeded else secrets.randbits(32), seeded)
         if job.rows > self.settings.max_batch_rows:
-            log.info("request of %d rows exceeds TEXTGEN_MAX_BATCH_ROWS %d; it runs alone", job.rows,
-                     self.settings.max_batch_rows)
+            log.info(
+                "request of %d rows exceeds TEXTGEN_MAX_BATCH_ROWS %d; it runs alone",
+                job.rows,
+                self.settings.max_batch_rows,
+            )
         with self._cv:
             if len(self._queue) >= self.settings.max_queue:
                 retry = max(1, math.ceil(self._batch_seconds * (1 + len(self._queue) / max(1, self._rows_per_batch()))))
@@ -262,5 +265,3 @@ def _as_api_error(exc: Exception) -> ApiError:
     if "out of memory" in str(exc).lower():
         return GenerationFailed("generation ran out of memory; try fewer sequences or tokens")
     return GenerationFailed("generation failed; the server log has the details")
-
-

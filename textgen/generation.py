@@ -90,14 +90,19 @@ def run_beam_batch(holder, batch: list[Job]) -> list[list[list[int]]]:
     first = batch[0].request
     returns = max(job.request.num_return_sequences for job in batch)
     input_ids, mask, width = _left_pad(holder, [job.ids for job in batch])
-    request = GenerationRequest(input="", mode="beam", num_beams=first.num_beams,
-                                no_repeat_ngram_size=first.no_repeat_ngram_size, num_return_sequences=returns)
+    request = GenerationRequest(
+        input="",
+        mode="beam",
+        num_beams=first.num_beams,
+        no_repeat_ngram_size=first.no_repeat_ngram_size,
+        num_return_sequences=returns,
+    )
     config = holder.generation_config(request, batch[0].new_tokens)
     with torch.inference_mode():
         output = holder.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
     rows = output[:, width:].tolist()
     # generate() returns `returns` rows per prompt, best first; each job keeps its own count.
-    return [rows[i * returns: i * returns + job.request.num_return_sequences] for i, job in enumerate(batch)]
+    return [rows[i * returns : i * returns + job.request.num_return_sequences] for i, job in enumerate(batch)]
 
 
 def run_row_batch(holder, batch: list[Job]) -> list[list[list[int]]]:
@@ -117,14 +122,17 @@ def run_row_batch(holder, batch: list[Job]) -> list[list[list[int]]]:
     config = holder.generation_config(greedy, max(job.new_tokens for job in batch))
     with torch.inference_mode():
         output = holder.model.generate(
-            input_ids=input_ids, attention_mask=mask, generation_config=config,
-            logits_processor=LogitsProcessorList([sampler]), stopping_criteria=StoppingCriteriaList([limits]),
+            input_ids=input_ids,
+            attention_mask=mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]),
+            stopping_criteria=StoppingCriteriaList([limits]),
         )
     rows = output[:, width:].tolist()
     results, start = [], 0
     for job in batch:
         count = job.request.num_return_sequences
-        results.append([row[: job.new_tokens] for row in rows[start: start + count]])
+        results.append([row[: job.new_tokens] for row in rows[start : start + count]])
         start += count
     return results
 

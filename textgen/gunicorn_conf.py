@@ -17,11 +17,13 @@ _settings = Settings.from_env()
 def _write_json_error(sock, status_int, reason, mesg):
     """gunicorn's answer to a request it cannot parse (bad request line, header limits, a broken
     chunk), in textgen's JSON error shape instead of gunicorn's HTML page."""
-    body = json.dumps({
-        "code": int(status_int),
-        "error": "bad_request" if int(status_int) < 500 else "internal",
-        "message": f"{reason}: {mesg}" if mesg else str(reason),
-    }).encode()
+    body = json.dumps(
+        {
+            "code": int(status_int),
+            "error": "bad_request" if int(status_int) < 500 else "internal",
+            "message": f"{reason}: {mesg}" if mesg else str(reason),
+        }
+    ).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"

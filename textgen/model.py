@@ -166,8 +166,13 @@ class ModelHolder:
         self.state, self.detail = READY, "ready"
         log.info(
             "model ready: %s (%s) on %s, %s, context %d tokens, %d torch threads, %.1fs",
-            source.location, source.origin, self.device, str(self.dtype).removeprefix("torch."),
-            self.context_window, torch.get_num_threads(), time.monotonic() - started,
+            source.location,
+            source.origin,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            self.context_window,
+            torch.get_num_threads(),
+            time.monotonic() - started,
         )
         return self
 
@@ -193,8 +198,9 @@ class ModelHolder:
 
     def _measured_cpu_dtype(self, model, tokenizer, torch):
         """The faster of fp32 and bf16 on this CPU, measured once and cached so every worker agrees."""
-        key = json.dumps([self.source.location, platform.processor(), cpu_model(), torch.__version__,
-                          torch.get_num_threads()])
+        key = json.dumps(
+            [self.source.location, platform.processor(), cpu_model(), torch.__version__, torch.get_num_threads()]
+        )
         cache = Path(self.settings.cache_dir) / f"dtype-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache.with_suffix(".lock"), "w") as lock:
@@ -206,13 +212,15 @@ class ModelHolder:
             timings = _time_dtypes(model, tokenizer, torch, ("float32", "bfloat16"))
             choice = min(timings, key=timings.get)
             cache.write_text(json.dumps({"dtype": choice, "seconds": timings, "key": json.loads(key)}))
-            log.info("CPU dtype %s (measured: %s)", choice,
-                     ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items()))
+            log.info(
+                "CPU dtype %s (measured: %s)", choice, ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
+            )
             return getattr(torch, choice)
 
     def _warm_up(self) -> None:
-        request = GenerationRequest(input="Hello", mode="greedy", max_length=None, max_new_tokens=2,
-                                    num_return_sequences=1)
+        request = GenerationRequest(
+            input="Hello", mode="greedy", max_length=None, max_new_tokens=2, num_return_sequences=1
+        )
         self._generate(request)
 
     # ---- serving -------------------------------------------------------------------------
@@ -226,10 +234,14 @@ class ModelHolder:
         limit = self.token_limit
         if len(request.input) > limit * self.max_token_chars:
             # Certainly too long: refuse before spending seconds tokenizing megabytes.
-            raise ValidationFailed({"input": [
-                f"is {len(request.input)} characters, certainly more than the {limit - 1} tokens allowed "
-                f"(model context window {self.context_window}, TEXTGEN_MAX_TOTAL_TOKENS {self.settings.max_total_tokens})"
-            ]})
+            raise ValidationFailed(
+                {
+                    "input": [
+                        f"is {len(request.input)} characters, certainly more than the {limit - 1} tokens allowed "
+                        f"(model context window {self.context_window}, TEXTGEN_MAX_TOTAL_TOKENS {self.settings.max_total_tokens})"
+                    ]
+                }
+            )
         ids = self.tokenizer(request.input)["input_ids"]
         return ids, self.new_token_budget(request, len(ids))
 
@@ -240,25 +252,37 @@ class ModelHolder:
         if prompt_tokens == 0:
             raise ValidationFailed({"input": ["must tokenize to at least one token, got 0 tokens"]})
         if prompt_tokens >= limit:
-            raise ValidationFailed({"input": [
-                f"is {prompt_tokens} tokens; at most {limit - 1} are allowed so that one new token fits ({why})"
-            ]})
+            raise ValidationFailed(
+                {
+                    "input": [
+                        f"is {prompt_tokens} tokens; at most {limit - 1} are allowed so that one new token fits ({why})"
+                    ]
+                }
+            )
         if request.max_new_tokens is not None:
             if prompt_tokens + request.max_new_tokens > limit:
-                raise ValidationFailed({"max_new_tokens": [
-                    f"must be in 1..{limit - prompt_tokens} for this {prompt_tokens}-token prompt "
-                    f"(prompt + new tokens <= {limit}: {why}), got {request.max_new_tokens}"
-                ]})
+                raise ValidationFailed(
+                    {
+                        "max_new_tokens": [
+                            f"must be in 1..{limit - prompt_tokens} for this {prompt_tokens}-token prompt "
+                            f"(prompt + new tokens <= {limit}: {why}), got {request.max_new_tokens}"
+                        ]
+                    }
+                )
             return request.max_new_tokens
         max_length = request.max_length
         if "max_length" not in request.given:  # the default 100 never exceeds a smaller window
             max_length = min(max_length, limit)
         if not prompt_tokens < max_length <= limit:
-            raise ValidationFailed({"max_length": [
-                f"counts the prompt's {prompt_tokens} tokens too, so it must be in {prompt_tokens + 1}..{limit} "
-                f"({why}), got {max_length}{'' if 'max_length' in request.given else ' (the default)'}; "
-                "or give max_new_tokens"
-            ]})
+            raise ValidationFailed(
+                {
+                    "max_length": [
+                        f"counts the prompt's {prompt_tokens} tokens too, so it must be in {prompt_tokens + 1}..{limit} "
+                        f"({why}), got {max_length}{'' if 'max_length' in request.given else ' (the default)'}; "
+                        "or give max_new_tokens"
+                    ]
+                }
+            )
         return max_length - prompt_tokens
 
     def generate(self, request: GenerationRequest, gone=None) -> GenerationResult:
@@ -328,8 +352,14 @@ def _time_dtypes(model, tokenizer, torch, names: tuple[str, ...], rounds: int = 
         for round_ in range(rounds + 1):
             for name, candidate in candidates.items():
                 start = time.perf_counter()
-                candidate.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
-                                   min_new_tokens=4, do_sample=False, pad_token_id=pad)
+                candidate.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=4,
+                    min_new_tokens=4,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
                 if round_:  # the first round warms caches
                     times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}

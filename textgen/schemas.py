@@ -117,7 +117,9 @@ class Text(fields.Field):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValidationError("must be valid Unicode text; it holds a lone surrogate escape (\\ud800-\\udfff)") from None
+            raise ValidationError(
+                "must be valid Unicode text; it holds a lone surrogate escape (\\ud800-\\udfff)"
+            ) from None
         return value
 
 
@@ -146,12 +148,20 @@ class GenerationSchema(Schema):
     max_length = StrictInteger(validate=_check(lambda v: v >= 1, ">= 1"), error_messages=_NULL)
     max_new_tokens = StrictInteger(validate=_check(lambda v: v >= 1, ">= 1"), error_messages=_NULL)
     top_p = StrictNumber(validate=_check(lambda v: 0 < v <= 1, "> 0 and <= 1"), error_messages=_NULL)
-    top_k = StrictInteger(validate=_check(lambda v: 0 <= v <= INT_MAX, f">= 0 and <= {INT_MAX} (0 turns top-k off)"), error_messages=_NULL)
+    top_k = StrictInteger(
+        validate=_check(lambda v: 0 <= v <= INT_MAX, f">= 0 and <= {INT_MAX} (0 turns top-k off)"), error_messages=_NULL
+    )
     temperature = StrictNumber(validate=_check(lambda v: v > 0, "> 0"), error_messages=_NULL)
     num_beams = StrictInteger(error_messages=_NULL)
-    no_repeat_ngram_size = StrictInteger(validate=_check(lambda v: 0 <= v <= INT_MAX, f">= 0 and <= {INT_MAX} (0 turns it off)"), error_messages=_NULL)
+    no_repeat_ngram_size = StrictInteger(
+        validate=_check(lambda v: 0 <= v <= INT_MAX, f">= 0 and <= {INT_MAX} (0 turns it off)"), error_messages=_NULL
+    )
     num_return_sequences = StrictInteger(error_messages=_NULL)
-    seed = StrictInteger(allow_none=True, validate=_check(lambda v: v == -1 or 0 <= v <= SEED_MAX, f"null, -1 or 0..{SEED_MAX}"), error_messages=_NULL)
+    seed = StrictInteger(
+        allow_none=True,
+        validate=_check(lambda v: v == -1 or 0 <= v <= SEED_MAX, f"null, -1 or 0..{SEED_MAX}"),
+        error_messages=_NULL,
+    )
 
     def __init__(self, limits: Limits | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -208,7 +218,9 @@ def default_beams(limits: Limits) -> int:
 def parse_request(payload: Any, limits: Limits | None = None) -> GenerationRequest:
     """Validate a decoded JSON body into a GenerationRequest; raise ValidationFailed naming each field."""
     if not isinstance(payload, dict):
-        raise ValidationFailed({"_body": [f"must be a JSON object, got {type(payload).__name__ if payload is not None else 'null'}"]})
+        raise ValidationFailed(
+            {"_body": [f"must be a JSON object, got {type(payload).__name__ if payload is not None else 'null'}"]}
+        )
     limits = limits or Limits()
     try:
         data = GenerationSchema(limits).load(payload)

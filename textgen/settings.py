@@ -172,13 +172,9 @@ class Settings:
             log_level=_log_level(env),
             max_payload_bytes=int(_float(env, MAX_PAYLOAD_IN_MB, 6.0, 0.001) * 1024 * 1024),
             max_concurrent_transforms=(
-                _int(env, MAX_CONCURRENT_TRANSFORMS, 1, 1)
-                if env.get(MAX_CONCURRENT_TRANSFORMS, "").strip()
-                else None
+                _int(env, MAX_CONCURRENT_TRANSFORMS, 1, 1) if env.get(MAX_CONCURRENT_TRANSFORMS, "").strip() else None
             ),
-            batch_strategy=_choice(
-                env, BATCH_STRATEGY, "multi_record", ("multi_record", "single_record")
-            ).upper(),
+            batch_strategy=_choice(env, BATCH_STRATEGY, "multi_record", ("multi_record", "single_record")).upper(),
             batching=_bool(env, BATCHING, True),
             batch_wait_ms=_float(env, BATCH_WAIT_MS, 20.0, 0.0),
             max_batch_rows=_int(env, MAX_BATCH_ROWS, 32, 1),

@@ -38,8 +38,9 @@ def test_a_chunked_body_over_the_limit_is_413_not_truncated(tiny_server):
             yield b" " * 1048576
         yield b"GARBAGE"
 
-    response = requests.post(tiny_server.url + "/invocations", data=body(),
-                             headers={"Content-Type": "application/json"}, timeout=60)
+    response = requests.post(
+        tiny_server.url + "/invocations", data=body(), headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert response.status_code == 413, response.text
     assert response.json()["error"] == "payload_too_large"
 
@@ -49,14 +50,17 @@ def test_a_chunked_body_under_the_limit_is_served(tiny_server):
         yield b'{"input": "Chunked", '
         yield b'"max_new_tokens": 2}'
 
-    response = requests.post(tiny_server.url + "/invocations", data=body(),
-                             headers={"Content-Type": "application/json"}, timeout=60)
+    response = requests.post(
+        tiny_server.url + "/invocations", data=body(), headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert response.status_code == 200 and response.json()[0].startswith("Chunked")
 
 
 def test_a_malformed_chunk_is_a_json_400(tiny_server):
-    data = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+    data = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    )
     status, headers, body = raw_request(tiny_server.url, data)
     assert status == 400 and headers["Content-Type"] == "application/json"
     assert json.loads(body)["code"] == 400
@@ -77,8 +81,9 @@ def test_gunicorn_parse_errors_are_json(tiny_server):
 
 
 def test_a_saturated_worker_answers_ping_and_refuses_the_excess_with_429(start_server, long_model_dir):
-    live = start_server({"TEXTGEN_MODEL": str(long_model_dir), "TEXTGEN_MAX_QUEUE": "2",
-                         "TEXTGEN_MAX_BATCH_ROWS": "2"})  # threads: 2 + 2 + 16 = 20
+    live = start_server(
+        {"TEXTGEN_MODEL": str(long_model_dir), "TEXTGEN_MAX_QUEUE": "2", "TEXTGEN_MAX_BATCH_ROWS": "2"}
+    )  # threads: 2 + 2 + 16 = 20
     long_request = {"input": "Go on and on", "mode": "greedy", "max_new_tokens": 900, "no_repeat_ngram_size": 0}
     ping_times, stop = [], threading.Event()
 

@@ -95,15 +95,30 @@ def test_sigv4_signed_requests_call(tiny_server):
 def _aws(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     aws = Path(sys.executable).with_name("aws")
     return subprocess.run(
-        [str(aws), *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **DUMMY_AWS},
-        stdin=subprocess.DEVNULL, timeout=120,
+        [str(aws), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **DUMMY_AWS},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
 
 
 def test_aws_cli_invoke_endpoint(tiny_server, tmp_path):
     result = _aws(
-        "sagemaker-runtime", "invoke-endpoint", "--endpoint-url", tiny_server.url, "--endpoint-name", "gpt-2",
-        "--content-type", "application/json", "--body", json.dumps(README_EXAMPLE), "out.json", cwd=tmp_path,
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-url",
+        tiny_server.url,
+        "--endpoint-name",
+        "gpt-2",
+        "--content-type",
+        "application/json",
+        "--body",
+        json.dumps(README_EXAMPLE),
+        "out.json",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ContentType"] == "application/json"
@@ -113,10 +128,18 @@ def test_aws_cli_invoke_endpoint(tiny_server, tmp_path):
 
 def test_aws_cli_reports_a_model_error(tiny_server, tmp_path):
     result = _aws(
-        "sagemaker-runtime", "invoke-endpoint", "--endpoint-url", tiny_server.url, "--endpoint-name", "gpt-2",
-        "--content-type", "application/json", "--body", json.dumps({"input": "x", "mode": "greedy",
-                                                                     "num_return_sequences": 2}),
-        "out.json", cwd=tmp_path,
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-url",
+        tiny_server.url,
+        "--endpoint-name",
+        "gpt-2",
+        "--content-type",
+        "application/json",
+        "--body",
+        json.dumps({"input": "x", "mode": "greedy", "num_return_sequences": 2}),
+        "out.json",
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "ModelError" in result.stderr and "greedy yields one sequence" in result.stderr, result.stderr

@@ -42,8 +42,14 @@ def test_eight_concurrent_requests_all_succeed(tiny_server):
 
 
 def test_ping_answers_fast_during_a_long_generation(tiny_server):
-    long_request = {"input": "Tell a long story:", "mode": "beam", "num_beams": 8, "num_return_sequences": 8,
-                    "max_length": 1000, "no_repeat_ngram_size": 0}
+    long_request = {
+        "input": "Tell a long story:",
+        "mode": "beam",
+        "num_beams": 8,
+        "num_return_sequences": 8,
+        "max_length": 1000,
+        "no_repeat_ngram_size": 0,
+    }
     result = {}
     worker = threading.Thread(target=lambda: result.update(response=tiny_server.post(long_request, timeout=300)))
     worker.start()

@@ -31,7 +31,7 @@ def test_greedy_request_returns_readable_text(embedded_server):
     response = embedded_server.post({"input": prompt, "mode": "greedy", "max_new_tokens": 24})
     assert response.status_code == 200, response.text
     [text] = response.json()
-    continuation = text[len(prompt):]
+    continuation = text[len(prompt) :]
     assert text.startswith(prompt)
     words = re.findall(r"[A-Za-z]{2,}", continuation)
     assert len(words) >= 3, f"not readable text: {continuation!r}"

@@ -11,16 +11,35 @@ import pytest
 @pytest.mark.parametrize("temperature", [1e-40, 5e-324, 1e-30, 1e39, 1.7e308])
 @pytest.mark.parametrize("top_k", [0, 50])
 def test_extreme_temperatures_generate(client, temperature, top_k):
-    response = client.post("/invocations", json={"input": "Hello there", "mode": "sample", "temperature": temperature,
-                                                  "top_k": top_k, "max_new_tokens": 4, "seed": 3})
+    response = client.post(
+        "/invocations",
+        json={
+            "input": "Hello there",
+            "mode": "sample",
+            "temperature": temperature,
+            "top_k": top_k,
+            "max_new_tokens": 4,
+            "seed": 3,
+        },
+    )
     assert response.status_code == 200, response.get_json()
     assert all(text.startswith("Hello there") for text in response.get_json())
 
 
 def test_a_tiny_temperature_samples_the_greedy_continuation(client):
     greedy = client.post("/invocations", json={"input": "Hello there", "mode": "greedy", "max_new_tokens": 6})
-    cold = client.post("/invocations", json={"input": "Hello there", "mode": "sample", "temperature": 1e-40,
-                                             "top_k": 0, "top_p": 1.0, "max_new_tokens": 6, "num_return_sequences": 2})
+    cold = client.post(
+        "/invocations",
+        json={
+            "input": "Hello there",
+            "mode": "sample",
+            "temperature": 1e-40,
+            "top_k": 0,
+            "top_p": 1.0,
+            "max_new_tokens": 6,
+            "num_return_sequences": 2,
+        },
+    )
     assert set(cold.get_json()) == set(greedy.get_json())
 
 

@@ -46,21 +46,29 @@ def test_a_huge_integer_is_shortened_in_messages(make_client):
 
 @pytest.mark.parametrize("charset", ["latin-1", "utf-16", "ISO-8859-1"])
 def test_a_non_utf8_charset_is_415(make_client, charset):
-    response = make_client().post("/invocations", data=b'{"input": "x"}', content_type=f"application/json; charset={charset}")
+    response = make_client().post(
+        "/invocations", data=b'{"input": "x"}', content_type=f"application/json; charset={charset}"
+    )
     assert response.status_code == 415 and charset in response.get_json()["message"]
 
 
 @pytest.mark.parametrize("charset", ["utf-8", "UTF-8", "utf8"])
 def test_a_utf8_charset_is_fine(make_client, charset):
-    response = make_client().post("/invocations", data=b'{"input": "x"}', content_type=f"application/json; charset={charset}")
+    response = make_client().post(
+        "/invocations", data=b'{"input": "x"}', content_type=f"application/json; charset={charset}"
+    )
     assert response.status_code == 200
 
 
 def test_a_utf8_bom_is_accepted_on_json_and_jsonlines(make_client):
     client = make_client()
-    assert client.post("/invocations", data=b'\xef\xbb\xbf{"input": "x"}', content_type="application/json").status_code == 200
-    response = client.post("/invocations", data=b'\xef\xbb\xbf{"input": "a"}\n{"input": "b"}\n',
-                           content_type="application/jsonlines")
+    assert (
+        client.post("/invocations", data=b'\xef\xbb\xbf{"input": "x"}', content_type="application/json").status_code
+        == 200
+    )
+    response = client.post(
+        "/invocations", data=b'\xef\xbb\xbf{"input": "a"}\n{"input": "b"}\n', content_type="application/jsonlines"
+    )
     assert [json.loads(line)[0][0] for line in response.get_data(as_text=True).splitlines()] == ["a", "b"]
 
 

@@ -8,11 +8,7 @@ import pytest
 
 from textgen.settings import Settings
 
-THREE_LINES = (
-    '{"input": "first"}\n'
-    '{"input": "second", "top_p": 7}\n'
-    '{"input": "third", "num_return_sequences": 1}\n'
-)
+THREE_LINES = '{"input": "first"}\n{"input": "second", "top_p": 7}\n{"input": "third", "num_return_sequences": 1}\n'
 
 
 def lines_of(response) -> list:
@@ -33,7 +29,11 @@ def test_jsonlines_answers_each_line_in_order_with_errors_in_place(make_client, 
 
 @pytest.mark.parametrize(
     "body",
-    ['\n{"input": "a"}\n\n{"input": "b"}\n', '{"input": "a"}\r\n{"input": "b"}', '{"input": "a"}\n  \n{"input": "b"}\n\n'],
+    [
+        '\n{"input": "a"}\n\n{"input": "b"}\n',
+        '{"input": "a"}\r\n{"input": "b"}',
+        '{"input": "a"}\n  \n{"input": "b"}\n\n',
+    ],
     ids=["blank-lines", "crlf-no-trailing-newline", "whitespace-line"],
 )
 def test_jsonlines_skips_blank_lines_and_trailing_newlines(make_client, body):
@@ -68,7 +68,9 @@ def test_one_failing_record_does_not_lose_the_others(make_client, make_fake):
             return super().generate(request, gone)
 
     body = '{"input": "a"}\n{"input": "boom"}\n{"input": "c"}\n'
-    response = make_client(generator=FailsOnBoom()).post("/invocations", data=body, content_type="application/jsonlines")
+    response = make_client(generator=FailsOnBoom()).post(
+        "/invocations", data=body, content_type="application/jsonlines"
+    )
     a, boom, c = lines_of(response)
     assert a[0].startswith("a") and c[0].startswith("c")
     assert boom["code"] == 500 and boom["line"] == 2 and "unexpected" not in json.dumps(boom)
@@ -139,7 +141,10 @@ def test_runtime_path_wraps_errors_as_model_error(make_client):
     ("settings", "expected"),
     [
         (Settings(), {"MaxConcurrentTransforms": 10, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}),
-        (Settings(batching=False), {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}),
+        (
+            Settings(batching=False),
+            {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6},
+        ),
         (
             Settings(max_concurrent_transforms=3, batch_strategy="SINGLE_RECORD", max_payload_bytes=20 * 1048576),
             {"MaxConcurrentTransforms": 3, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 20},
