@@ -105,21 +105,16 @@ def _aws(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _invoke_endpoint(url: str, body: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """`aws sagemaker-runtime invoke-endpoint` against the local server, answer in cwd/out.json."""
+    return _aws(
+        "sagemaker-runtime", "invoke-endpoint", "--endpoint-url", url, "--endpoint-name", "gpt-2",
+        "--content-type", "application/json", "--body", json.dumps(body), "out.json", cwd=cwd,
+    )  # fmt: skip
+
+
 def test_aws_cli_invoke_endpoint(tiny_server, tmp_path):
-    result = _aws(
-        "sagemaker-runtime",
-        "invoke-endpoint",
-        "--endpoint-url",
-        tiny_server.url,
-        "--endpoint-name",
-        "gpt-2",
-        "--content-type",
-        "application/json",
-        "--body",
-        json.dumps(README_EXAMPLE),
-        "out.json",
-        cwd=tmp_path,
-    )
+    result = _invoke_endpoint(tiny_server.url, README_EXAMPLE, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ContentType"] == "application/json"
     texts = json.loads((tmp_path / "out.json").read_text())
@@ -127,20 +122,7 @@ def test_aws_cli_invoke_endpoint(tiny_server, tmp_path):
 
 
 def test_aws_cli_reports_a_model_error(tiny_server, tmp_path):
-    result = _aws(
-        "sagemaker-runtime",
-        "invoke-endpoint",
-        "--endpoint-url",
-        tiny_server.url,
-        "--endpoint-name",
-        "gpt-2",
-        "--content-type",
-        "application/json",
-        "--body",
-        json.dumps({"input": "x", "mode": "greedy", "num_return_sequences": 2}),
-        "out.json",
-        cwd=tmp_path,
-    )
+    result = _invoke_endpoint(tiny_server.url, {"input": "x", "mode": "greedy", "num_return_sequences": 2}, tmp_path)
     assert result.returncode != 0
     assert "ModelError" in result.stderr and "greedy yields one sequence" in result.stderr, result.stderr
 
